@@ -1,0 +1,107 @@
+"""`PengiConfig`: every number that defines a Pengi model, saved as config.json beside its weights."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, ClapAudioConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# HTSAT as in Pengi and msclap 2023 (Swin-T on a 256x256 folded log-mel image).
+HTSAT_BASE = dict(spec_size=256, window_size=8, num_mel_bins=64, patch_size=4, patch_stride=(4, 4),
+                  patch_embeds_hidden_size=96, depths=[2, 2, 6, 2], num_attention_heads=[4, 8, 16, 32],
+                  hidden_size=768, enable_fusion=False, num_classes=527)
+
+COMPAT_MODES = (None, "pengi-release")
+LONG_AUDIO_POLICIES = ("center", "start")
+
+
+class PengiConfig(PreTrainedConfig):
+    r"""Configuration of a [`Pengi`] model.
+
+    Sub-configurations:
+        audio_config: HTSAT audio encoder (`ClapAudioConfig`, the CLAP audio tower of transformers).
+        lm_config: any causal LM config (`AutoConfig`; GPT-2 base by default).
+        prompt_encoder_config: any text encoder config, or `None` to embed prompts with the LM's own
+            embedding table and map them with a token-level text mapper (the release's `base_no_text_enc`).
+
+    Audio front end: `sample_rate`, `clip_seconds`, `n_fft`, `hop_length`, `win_length`, `n_mels`,
+    `f_min`, `f_max`. Long clips are cropped by `long_audio` ("center" or "start"); short ones repeated.
+
+    Mapping: encoders project to `d_proj`; two ClipCap transformer mappers (`mapper_layers`,
+    `mapper_heads`, `mapper_mlp_ratio`) make `audio_prefix_length` and `text_prefix_length` LM embeddings.
+
+    `compat="pengi-release"` reproduces the published inference (stereo channels concatenated, a random
+    crop of long clips seeded by `release_crop_seed`, prompt padded to a fixed length with no mask, prompt
+    embedding not normalised); the default (`None`) is the corrected behaviour.
+    """
+
+    model_type = "pengi"
+    sub_configs_defaults = {
+        "audio_config": SubConfigSpec(config_class=ClapAudioConfig, init_kwargs=HTSAT_BASE),
+        "lm_config": SubConfigSpec(config_class=AutoConfig, model_type="gpt2"),
+        "prompt_encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_text_model", optional=True),
+    }
+
+    audio_config: dict | PreTrainedConfig | None = None
+    lm_config: dict | PreTrainedConfig | None = None
+    prompt_encoder_config: dict | PreTrainedConfig | None = None
+
+    sample_rate: int = 44100
+    clip_seconds: float = 7.0
+    n_fft: int = 1024
+    hop_length: int = 320
+    win_length: int = 1024
+    n_mels: int = 64
+    f_min: float = 50.0
+    f_max: float = 8000.0
+    long_audio: str = "center"
+
+    d_proj: int = 1024
+    projection_dropout: float = 0.5
+    normalize_audio_embedding: bool = True
+    normalize_prompt_embedding: bool = True
+
+    prompt_max_length: int = 40
+    prompt_pooling: str = "pooler"
+    prompt_text_projection: bool = True
+
+    audio_prefix_length: int = 40
+    text_prefix_length: int = 40
+    mapper_layers: int = 4
+    mapper_heads: int = 8
+    mapper_mlp_ratio: float = 2.0
+    mapper_dropout: float = 0.0
+
+    freeze_lm: bool = True
+    freeze_prompt_encoder: bool = True
+    freeze_audio_encoder: bool = False
+
+    max_new_tokens: int = 30
+    num_beams: int = 3
+
+    compat: str | None = None
+    release_crop_seed: int | None = None
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.compat not in COMPAT_MODES:
+            raise ValueError(f"compat must be one of {COMPAT_MODES}, got {self.compat!r}")
+        if self.long_audio not in LONG_AUDIO_POLICIES:
+            raise ValueError(f"long_audio must be one of {LONG_AUDIO_POLICIES}, got {self.long_audio!r}")
+        if self.prompt_pooling not in ("pooler", "cls", "last", "mean"):
+            raise ValueError(f"prompt_pooling must be pooler, cls, last or mean, got {self.prompt_pooling!r}")
+        if self.audio_config.num_mel_bins != self.n_mels:
+            raise ValueError(f"n_mels ({self.n_mels}) must equal audio_config.num_mel_bins "
+                             f"({self.audio_config.num_mel_bins})")
+        frames = self.clip_samples // self.hop_length + 1
+        capacity = self.audio_config.spec_size * (self.audio_config.spec_size // self.n_mels)
+        if frames > capacity:
+            raise ValueError(f"{self.clip_seconds} s at hop {self.hop_length} gives {frames} frames, more than the "
+                             f"HTSAT input holds ({capacity}); shorten clip_seconds or enlarge spec_size")
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+
+__all__ = ["PengiConfig"]

@@ -1,0 +1,71 @@
+"""Audio and prompt encoders: a backbone from transformers plus Pengi's projection to the joint space."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoModel, ClapAudioModel
+
+from .configuration_pengi import PengiConfig
+from .frontend import LogMelSpectrogram
+from .projection import Projection
+
+
+class AudioEncoder(nn.Module):
+    """Waveforms -> log-mel -> HTSAT (transformers' CLAP audio tower, batch norm over mel bins included) -> projection."""
+
+    def __init__(self, config: PengiConfig):
+        super().__init__()
+        self.frontend = LogMelSpectrogram(config.sample_rate, config.n_fft, config.hop_length, config.win_length,
+                                          config.n_mels, config.f_min, config.f_max)
+        self.base = ClapAudioModel(config.audio_config)
+        width = self.base.audio_encoder.num_features
+        self.projection = Projection(width, config.d_proj, config.projection_dropout)
+
+    def features(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled output, before projection."""
+        mel = self.frontend(waveforms).to(self.base.dtype)
+        return self.base(input_features=mel).pooler_output
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.features(waveforms))
+
+
+class PromptEncoder(nn.Module):
+    """Any transformers text encoder, pooled to one vector per prompt, then projected to the joint space.
+
+    Pooling: ``pooler`` (the model's own pooled output: CLIP's end-of-text token), ``cls`` (first token,
+    as msclap's BERT), ``last`` (last real token, as GPT-2 text encoders) or ``mean`` (masked mean).
+    ``clip_text_projection`` is CLIP's bias-free text projection, used by Pengi.
+    """
+
+    def __init__(self, config: PengiConfig):
+        super().__init__()
+        self.pooling = config.prompt_pooling
+        self.base = AutoModel.from_config(config.prompt_encoder_config)
+        width = config.prompt_encoder_config.hidden_size
+        self.clip_text_projection = nn.Linear(width, width, bias=False) if config.prompt_text_projection else None
+        self.projection = Projection(width, config.d_proj, config.projection_dropout)
+
+    @property
+    def max_positions(self) -> int | None:
+        return getattr(self.base.config, "max_position_embeddings", None)
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.base(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = out.last_hidden_state
+        if self.pooling == "pooler":
+            return out.pooler_output
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        if self.pooling == "last":
+            last = attention_mask.sum(dim=1) - 1
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = self.pool(input_ids, attention_mask)
+        if self.clip_text_projection is not None:
+            pooled = self.clip_text_projection(pooled)
+        return self.projection(pooled)

@@ -1,0 +1,25 @@
+"""The projection head shared by Pengi and CLAP encoders."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Projection(nn.Module):
+    """Map encoder outputs into the joint space: ``LayerNorm(h + dropout(linear2(gelu(h))))`` with ``h = linear1(x)``.
+
+    Parameter names and the bias-free linears follow the published Pengi and msclap checkpoints.
+    """
+
+    def __init__(self, d_in: int, d_out: int, dropout: float = 0.5):
+        super().__init__()
+        self.linear1 = nn.Linear(d_in, d_out, bias=False)
+        self.linear2 = nn.Linear(d_out, d_out, bias=False)
+        self.layer_norm = nn.LayerNorm(d_out)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.linear1(x)
+        return self.layer_norm(h + self.drop(self.linear2(F.gelu(h))))
