@@ -12,7 +12,7 @@ from .projection import Projection
 
 
 class AudioEncoder(nn.Module):
-    """Waveforms -> log-mel -> HTSAT (transformers' CLAP audio tower, batch norm over mel bins included) -> projection."""
+    """Waveforms -> log-mel -> HTSAT (transformers' CLAP audio tower, with bn0 over mel bins) -> projection."""
 
     def __init__(self, config: PengiConfig):
         super().__init__()

@@ -28,6 +28,7 @@ from .errors import PengiInputError
 from .mapper import TransformerMapper
 from .processing_pengi import PengiProcessor
 
+DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(__file__), "default_model")
 DEFAULT_PROMPT = "generate audio caption"
 DESCRIBE_PROMPTS = {"caption": "generate audio caption", "metadata": "generate metadata",
                     "sound_events": "this is a sound of"}
@@ -60,8 +61,9 @@ class Pengi(PreTrainedModel):
         self.apply_freezing()
 
     def apply_freezing(self) -> None:
-        """Freeze the parts the config says are frozen (the LM and the prompt encoder by default)."""
-        parts = {"lm": self.lm, "prompt_encoder": self.prompt_encoder, "audio_encoder": self.audio_encoder}
+        """Freeze what the config says: the LM, and the encoders' backbones (their projections always train)."""
+        parts = {"lm": self.lm, "audio_encoder": self.audio_encoder.base,
+                 "prompt_encoder": self.prompt_encoder.base if self.prompt_encoder is not None else None}
         for name, module in parts.items():
             if module is not None and getattr(self.config, f"freeze_{name}"):
                 module.requires_grad_(False)
@@ -77,7 +79,7 @@ class Pengi(PreTrainedModel):
         return self.audio_encoder(waveforms.to(self.device))
 
     def prompt_embedding(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor) -> torch.Tensor:
-        """Prompt embeddings ``(batch, d_proj)``, or, with no prompt encoder, LM token embeddings ``(batch, n, d_lm)``."""
+        """Prompt embeddings ``(batch, d_proj)``; with no prompt encoder, LM token embeddings ``(batch, n, d_lm)``."""
         ids, mask = prompt_input_ids.to(self.device), prompt_attention_mask.to(self.device)
         if self.prompt_encoder is None:
             return self.lm.get_input_embeddings()(ids)
@@ -201,10 +203,11 @@ class Pengi(PreTrainedModel):
         sources, texts = _pair_up(_as_list(audio), _as_list(prompts))
         proc = self._require_processor()
         waves = [proc.clip(proc.load(s, describe_source(s, i))) for i, s in enumerate(sources)]
-        return self._generate_waves(waves, texts, batch_size, return_scores, generate_kwargs)
+        return self.generate_from_waveforms(waves, texts, batch_size, return_scores, generate_kwargs)
 
-    def generate_windows(self, audio: AudioSource | Sequence[AudioSource], prompts: str | Sequence[str] = DEFAULT_PROMPT,
-                         *, hop_seconds: float | None = None, batch_size: int | None = None,
+    def generate_windows(self, audio: AudioSource | Sequence[AudioSource],
+                         prompts: str | Sequence[str] = DEFAULT_PROMPT, *, hop_seconds: float | None = None,
+                         batch_size: int | None = None,
                          **generate_kwargs: Any) -> list[list[dict[str, Any]]]:
         """Process each recording as consecutive clip-length windows (``hop_seconds`` apart; default no overlap).
 
@@ -218,7 +221,7 @@ class Pengi(PreTrainedModel):
             spans.append([(w.start, w.end) for w in windows])
             waves += [w.wave for w in windows]
             wave_prompts += [prompt] * len(windows)
-        outputs = iter(self._generate_waves(waves, wave_prompts, batch_size, False, generate_kwargs))
+        outputs = iter(self.generate_from_waveforms(waves, wave_prompts, batch_size, False, generate_kwargs))
         return [[{"start": s, "end": e, "text": next(outputs)} for s, e in clip] for clip in spans]
 
     def describe(self, audio: AudioSource | Sequence[AudioSource], **generate_kwargs: Any) -> list[dict[str, str]]:
@@ -238,8 +241,11 @@ class Pengi(PreTrainedModel):
                 result[field] = text
         return results
 
-    def _generate_waves(self, waves: list[torch.Tensor], prompts: list[str], batch_size: int | None,
-                        return_scores: bool, generate_kwargs: dict[str, Any]) -> list[Any]:
+    def generate_from_waveforms(self, waves: list[torch.Tensor], prompts: list[str], batch_size: int | None = None,
+                                return_scores: bool = False, generate_kwargs: dict[str, Any] | None = None
+                                ) -> list[Any]:
+        """`generate` for clips already loaded and fitted by the processor (``clip_samples`` long each)."""
+        generate_kwargs = generate_kwargs or {}
         proc = self._require_processor()
         per_input = generate_kwargs.get("num_return_sequences", 1)
         step = batch_size or max(len(waves), 1)
@@ -263,8 +269,7 @@ class Pengi(PreTrainedModel):
                         **kwargs: Any) -> Pengi:
         """Load a model folder (or hub name); with no name, the small default model shipped inside pengi."""
         if pretrained_model_name_or_path is None:
-            from .default_model import default_model_path
-            pretrained_model_name_or_path = default_model_path()
+            pretrained_model_name_or_path = DEFAULT_MODEL_DIR
         if os.path.isdir(pretrained_model_name_or_path) is False and os.path.exists(pretrained_model_name_or_path):
             raise PengiInputError(str(pretrained_model_name_or_path), "is a file; give the model folder")
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)

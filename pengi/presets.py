@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import CLIPTextConfig, ClapAudioConfig, GPT2Config
+from transformers import ClapAudioConfig, CLIPTextConfig, GPT2Config
 
 from .configuration_pengi import HTSAT_BASE, PengiConfig
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .audio import AudioSource, describe_source, fit_length, load_audio, split_windows, Window
+from .audio import AudioSource, Window, describe_source, fit_length, load_audio, split_windows
 from .configuration_pengi import PengiConfig
 from .errors import PengiInputError
 
@@ -73,13 +73,19 @@ class PengiProcessor:
         return torch.stack([self.clip(self.load(s, describe_source(s, i))) for i, s in enumerate(sources)])
 
     # ----- text -----
+    @staticmethod
+    def check_prompts(prompts: Sequence[str], names: Sequence[str] | None = None) -> None:
+        """Raise `PengiInputError` for a prompt that is not a non-empty string."""
+        for i, p in enumerate(prompts):
+            name = names[i] if names else f"prompt #{i}"
+            if not isinstance(p, str):
+                raise PengiInputError(name, f"prompts must be strings, got {type(p).__name__}")
+            if not p.strip():
+                raise PengiInputError(name, "prompt is empty")
+
     def prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenize prompts for the prompt encoder, or for the LM's embedding when there is none."""
-        for i, p in enumerate(prompts):
-            if not isinstance(p, str):
-                raise PengiInputError(f"prompt #{i}", f"prompts must be strings, got {type(p).__name__}")
-            if not p.strip():
-                raise PengiInputError(f"prompt #{i}", "prompt is empty")
+        self.check_prompts(prompts)
         cfg = self.config
         tok = self.prompt_tokenizer or self.tokenizer
         limit = cfg.prompt_max_length

@@ -1,0 +1,198 @@
+"""The `pengi` command: caption folders, ask questions about a clip, describe clips."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .batch_io import Job, ResultWriter, batched, find_jobs
+from .errors import PengiInputError
+from .modeling_pengi import DEFAULT_PROMPT, Pengi
+
+log = logging.getLogger("pengi")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def load_model(args: argparse.Namespace) -> Pengi:
+    model = Pengi.from_pretrained(args.model)
+    model.to(device=pick_device(args.device), dtype=DTYPES[args.dtype]).eval()
+    if args.model is None:
+        log.info("using the default model shipped with pengi (see README: what it was trained on)")
+    return model
+
+
+def decoding_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.num_beams is not None:
+        options["num_beams"] = args.num_beams
+    if args.max_new_tokens is not None:
+        options["max_new_tokens"] = args.max_new_tokens
+    return options
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    jobs = find_jobs(args.inputs, args.prompt)
+    if not jobs:
+        log.error("no audio files found in %s", " ".join(args.inputs))
+        return 2
+    model = load_model(args)
+    proc = model.processor
+    failed = 0
+    with ResultWriter(args.out) as writer:
+        todo = [j for j in jobs if not writer.done(j)]
+        if len(todo) < len(jobs):
+            log.info("%d of %d already in %s; skipping them", len(jobs) - len(todo), len(jobs), args.out)
+
+        def load(batch: list[Job]) -> list[tuple[Job, Any]]:
+            loaded = []
+            for job in batch:
+                try:
+                    proc.check_prompts([job.prompt], names=[f"prompt of {job.audio}"])
+                    wave = proc.load(job.audio)
+                    loaded.append((job, proc.windows(wave, args.hop) if args.windows else proc.clip(wave)))
+                except PengiInputError as err:
+                    loaded.append((job, err))
+            return loaded
+
+        bar = tqdm(total=len(todo), unit="clip", desc="captioning", disable=args.quiet)
+        with ThreadPoolExecutor(max_workers=1) as pool:  # decode the next batch while this one generates
+            batches = list(batched(todo, args.batch_size))
+            pending = pool.submit(load, batches[0]) if batches else None
+            for i in range(len(batches)):
+                loaded = pending.result()
+                pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
+                rows, bad = caption_batch(model, loaded, args)
+                writer.write(rows)
+                failed += bad
+                bar.update(len(loaded))
+        bar.close()
+    done = len(todo) - failed
+    log.info("captioned %d file(s), %d failed; results in %s", done, failed, args.out)
+    return 1 if failed else 0
+
+
+def caption_batch(model: Pengi, loaded: list[tuple[Job, Any]], args: argparse.Namespace) -> tuple[list[dict], int]:
+    """Generate for the good inputs of a batch; bad ones become error rows. Rows keep the input order."""
+    waves, prompts = [], []
+    for job, item in loaded:
+        if not isinstance(item, PengiInputError):
+            clips = [w.wave for w in item] if args.windows else [item]
+            waves += clips
+            prompts += [job.prompt] * len(clips)
+    texts = iter(model.generate_from_waveforms(waves, prompts, batch_size=args.batch_size,
+                                               generate_kwargs=decoding_options(args)) if waves else [])
+    rows: list[dict[str, Any]] = []
+    errors = 0
+    for job, item in loaded:
+        row: dict[str, Any] = {"audio": job.audio, "prompt": job.prompt}
+        if isinstance(item, PengiInputError):
+            tqdm.write(f"error: {item}", file=sys.stderr)
+            rows.append({**row, "error": item.problem})
+            errors += 1
+        elif args.windows:
+            rows += [{**row, "start": round(w.start, 3), "end": round(w.end, 3), "window": n, "windows": len(item),
+                      "text": next(texts)} for n, w in enumerate(item)]
+        else:
+            rows.append({**row, "text": next(texts)})
+    return rows, errors
+
+
+def load_readable(model: Pengi, paths: list[str]) -> tuple[list[str], list[Any]]:
+    """Decode each file; report the bad ones on stderr and keep the rest (as waveforms at the model's rate)."""
+    good, waves = [], []
+    for path in paths:
+        try:
+            waves.append((model.processor.load(path), model.config.sample_rate))
+            good.append(path)
+        except PengiInputError as err:
+            log.error("%s", err)
+    return good, waves
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    model = load_model(args)
+    model.processor.check_prompts([args.question], names=["question"])
+    paths, waves = load_readable(model, args.audio)
+    answers = model.generate(waves, args.question, **decoding_options(args)) if waves else []
+    for path, answer in zip(paths, answers):
+        print(f"{path}\t{answer}" if len(args.audio) > 1 else answer)
+    return 0 if len(paths) == len(args.audio) else 1
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    model = load_model(args)
+    paths, waves = load_readable(model, args.audio)
+    results = model.describe(waves, **decoding_options(args)) if waves else []
+    for path, result in zip(paths, results):
+        print(json.dumps({"audio": path, **result}, ensure_ascii=False))
+    return 0 if len(paths) == len(args.audio) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", default=None,
+                        help="model folder or hub name (default: the model shipped with pengi)")
+    common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    common.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    common.add_argument("--num-beams", type=int, default=None, help="beam width (default: the model's)")
+    common.add_argument("--max-new-tokens", type=int, default=None)
+    common.add_argument("--quiet", action="store_true", help="no progress bar or info logs")
+
+    parser = argparse.ArgumentParser(prog="pengi", description="Audio-language models: caption and question audio.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("caption", parents=[common], help="caption files, folders, globs or manifests")
+    p.add_argument("inputs", nargs="+", help="audio files, folders, glob patterns or .jsonl/.csv manifests")
+    p.add_argument("--out", required=True, help="results file, .jsonl or .csv; re-running skips finished clips")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"prompt for every clip (default: {DEFAULT_PROMPT!r})")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--windows", action="store_true", help="caption long files window by window (one row each)")
+    p.add_argument("--hop", type=float, default=None, help="seconds between window starts (default: no overlap)")
+    p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("ask", parents=[common], help="ask a question about audio clips")
+    p.add_argument("audio", nargs="+")
+    p.add_argument("question")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("describe", parents=[common], help="caption, metadata and sound events of clips")
+    p.add_argument("audio", nargs="+")
+    p.set_defaults(func=cmd_describe)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    if getattr(args, "batch_size", 1) < 1:
+        log.error("--batch-size must be at least 1")
+        return 2
+    try:
+        return args.func(args)
+    except PengiInputError as err:
+        log.error("%s", err)
+        return 1
+    except (OSError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

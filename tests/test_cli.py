@@ -1,0 +1,146 @@
+"""The `pengi` command end to end, as a user runs it: real files, real processes, real exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import soundfile as sf
+
+from pengi.synthetic import example
+
+
+def run(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "pengi.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+@pytest.fixture
+def clips_dir(tmp_path):
+    """Six synthetic clips in two formats, one corrupt file and one empty one."""
+    folder = tmp_path / "clips"
+    (folder / "nested").mkdir(parents=True)
+    for seed in range(6):
+        e = example(seed)
+        target = folder / "nested" if seed % 2 else folder
+        sf.write(target / f"clip{seed}.{'flac' if seed % 3 == 0 else 'wav'}", e.audio, e.sample_rate)
+    (folder / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt " + bytes(100))
+    (folder / "empty.flac").write_bytes(b"")
+    (folder / "readme.txt").write_text("not audio, not picked up from a folder")
+    return folder
+
+
+def test_caption_folder_reports_bad_files_and_resumes(clips_dir, tmp_path):
+    out = tmp_path / "captions.jsonl"
+    first = run("caption", clips_dir, "--out", out, "--batch-size", 3)
+    assert first.returncode == 1, first.stderr  # some files failed
+    rows = read_jsonl(out)
+    assert len(rows) == 8
+    assert [r["audio"] for r in rows] == sorted(r["audio"] for r in rows)  # input order, errors in place
+    errors = {os.path.basename(r["audio"]): r["error"] for r in rows if "error" in r}
+    assert set(errors) == {"corrupt.wav", "empty.flac"}
+    assert "cannot decode" in errors["corrupt.wav"] and "empty" in errors["empty.flac"]
+    assert "corrupt.wav: cannot decode" in first.stderr
+    texts = {os.path.basename(r["audio"]).split(".")[0]: r["text"] for r in rows if "text" in r}
+    assert sum(texts[f"clip{s}"] == example(s).caption for s in range(6)) >= 4, texts
+
+    # Re-running skips finished clips and retries only the failures.
+    (clips_dir / "corrupt.wav").unlink()
+    sf.write(clips_dir / "corrupt.wav", example(7).audio, 16000)
+    second = run("caption", clips_dir, "--out", out)
+    assert second.returncode == 1  # empty.flac still fails
+    assert "6 of 8 already in" in second.stderr
+    rows2 = read_jsonl(out)
+    assert rows2[:8] == rows and len(rows2) == 10
+    retried = {os.path.basename(r["audio"]): r for r in rows2[8:]}
+    assert set(retried) == {"corrupt.wav", "empty.flac"}
+    assert "text" in retried["corrupt.wav"] and "error" in retried["empty.flac"]
+
+
+def test_caption_resumes_after_being_killed(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(60):
+        e = example(i)
+        sf.write(folder / f"c{i:03d}.wav", e.audio, e.sample_rate)
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "pengi.cli", "caption", str(folder), "--out", str(out), "--batch-size", "1",
+           "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(read_jsonl(out))
+    assert 3 <= done_before < 60, "the run should have been killed part-way"
+    with open(out, "a") as f:
+        f.write('{"audio": "half a line')  # as if killed in the middle of a write
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = read_jsonl(out)
+    assert sorted(os.path.basename(r["audio"]) for r in rows) == [f"c{i:03d}.wav" for i in range(60)]
+    assert all("text" in r for r in rows)
+
+
+def test_caption_csv_manifest_glob_and_windows(clips_dir, tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["audio", "prompt"])
+        w.writerow([str(clips_dir / "clip0.flac"), "this is a sound of"])
+        w.writerow([os.path.relpath(clips_dir / "clip2.wav", tmp_path), ""])
+    out = tmp_path / "out.csv"
+    result = run("caption", manifest, str(clips_dir / "nested" / "*.wav"), "--out", out)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(out)))
+    assert [os.path.basename(r["audio"]) for r in rows] == ["clip0.flac", "clip2.wav", "clip1.wav", "clip5.wav"]
+    assert rows[0]["prompt"] == "this is a sound of" and rows[0]["text"] == example(0).source
+    assert rows[1]["prompt"] == "generate audio caption"
+
+    long_clip = tmp_path / "long.wav"
+    sf.write(long_clip, __import__("numpy").concatenate([example(s).audio for s in (1, 3)]), 16000)
+    out2 = tmp_path / "windows.jsonl"
+    result = run("caption", long_clip, "--windows", "--prompt", "this is a sound of", "--out", out2)
+    assert result.returncode == 0, result.stderr
+    rows = read_jsonl(out2)
+    assert [(r["start"], r["end"], r["window"], r["windows"]) for r in rows] == [(0.0, 1.0, 0, 2), (1.0, 2.0, 1, 2)]
+    assert [r["text"] for r in rows] == [example(1).source, example(3).source]
+
+
+def test_ask_and_describe(clips_dir):
+    result = run("ask", clips_dir / "nested" / "clip1.wav", "question: is this sound tonal?")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == example(1).answer("question: is this sound tonal?")
+    result = run("describe", clips_dir / "clip0.flac", clips_dir / "corrupt.wav", clips_dir / "nested" / "clip3.flac")
+    assert result.returncode == 1  # one file was bad; the others are still described
+    assert "corrupt.wav: cannot decode" in result.stderr and "Traceback" not in result.stderr
+    lines = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [os.path.basename(x["audio"]) for x in lines] == ["clip0.flac", "clip3.flac"]
+    assert [set(x) for x in lines] == [{"audio", "caption", "metadata", "sound_events"}] * 2
+    assert [x["sound_events"] for x in lines] == [example(0).source, example(3).source]
+    result = run("ask", clips_dir / "clip0.flac", clips_dir / "nested" / "clip3.flac", "this is a sound of")
+    assert result.returncode == 0, result.stderr
+    assert [line.split("\t")[1] for line in result.stdout.splitlines()] == [example(0).source, example(3).source]
+
+
+def test_bad_invocations_fail_clearly(clips_dir, tmp_path):
+    result = run("ask", tmp_path / "nope.wav", "what is it?")
+    assert result.returncode == 1 and "nope.wav: file not found" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run("caption", tmp_path / "empty_dir_*", "--out", tmp_path / "o.jsonl")
+    assert result.returncode == 2 and "no audio files found" in result.stderr
+    result = run("ask", clips_dir / "clip0.flac", "   ")
+    assert result.returncode == 1 and "prompt is empty" in result.stderr
+    result = run("caption", clips_dir, "--out", tmp_path / "o.jsonl", "--model", tmp_path / "no_model_here")
+    assert result.returncode == 2 and "no_model_here" in result.stderr and "Traceback" not in result.stderr
