@@ -36,16 +36,19 @@ def describe_source(source: AudioSource, index: int | None = None) -> str:
     return "array" if index is None else f"array #{index}"
 
 
-def load_audio(source: AudioSource, sample_rate: int, *, name: str | None = None, mix: str = "mean") -> torch.Tensor:
+def load_audio(source: AudioSource, sample_rate: int, *, name: str | None = None, mix: str = "mean",
+               offset: float = 0.0, duration: float | None = None) -> torch.Tensor:
     """Return ``source`` as a 1-D float32 tensor at ``sample_rate`` Hz.
 
+    ``offset`` and ``duration`` (seconds) select an excerpt; for files only that part is decoded.
     Multi-channel audio is averaged to mono (``mix="mean"``); ``mix="concat"`` puts the channels end to end,
     which is what the published Pengi code did and is kept only for reproducing it.
     Raises `PengiInputError` naming the input for anything that is not usable audio.
     """
     name = name or describe_source(source)
     if isinstance(source, (str, os.PathLike)):
-        wave, sr = _read_file(os.fspath(source))
+        wave, sr = _read_file(os.fspath(source), offset, duration)
+        offset, duration = 0.0, None
     elif isinstance(source, Mapping):
         if "array" not in source or "sampling_rate" not in source:
             raise PengiInputError(name, "an audio dict needs 'array' and 'sampling_rate' keys")
@@ -57,6 +60,9 @@ def load_audio(source: AudioSource, sample_rate: int, *, name: str | None = None
                               "give a file path, an (array, sample_rate) pair or a datasets audio dict")
     if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
         raise PengiInputError(name, f"sample rate must be a positive integer, got {sr!r}")
+    if offset or duration is not None:
+        start = int(round(offset * sr))
+        wave = wave[:, start:] if duration is None else wave[:, start:start + int(round(duration * sr))]
     if wave.shape[-1] == 0:
         raise PengiInputError(name, "contains no audio samples (zero length)")
     if not torch.isfinite(wave).all():
@@ -73,7 +79,7 @@ def load_audio(source: AudioSource, sample_rate: int, *, name: str | None = None
     return wave.contiguous()
 
 
-def _read_file(path: str) -> tuple[torch.Tensor, int]:
+def _read_file(path: str, offset: float = 0.0, duration: float | None = None) -> tuple[torch.Tensor, int]:
     if not os.path.exists(path):
         raise PengiInputError(path, "file not found")
     if os.path.isdir(path):
@@ -81,7 +87,13 @@ def _read_file(path: str) -> tuple[torch.Tensor, int]:
     if os.path.getsize(path) == 0:
         raise PengiInputError(path, "file is empty (0 bytes)")
     try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as f:
+            sr = f.samplerate
+            start = int(round(offset * sr))
+            if start:
+                f.seek(min(start, f.frames))
+            frames = -1 if duration is None else int(round(duration * sr))
+            data = f.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         ext = os.path.splitext(path)[1].lower() or "(no extension)"
         if ext.lstrip(".").upper() not in sf.available_formats() and ext != ".mp3":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 from transformers import AutoModel, ClapAudioModel
@@ -46,12 +48,38 @@ class PromptEncoder(nn.Module):
         width = config.prompt_encoder_config.hidden_size
         self.clip_text_projection = nn.Linear(width, width, bias=False) if config.prompt_text_projection else None
         self.projection = Projection(width, config.d_proj, config.projection_dropout)
+        self.cache_size = 0
+        self._cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
 
-    @property
-    def max_positions(self) -> int | None:
-        return getattr(self.base.config, "max_position_embeddings", None)
+    def enable_cache(self, size: int = 4096) -> None:
+        """Remember the pooled output of up to ``size`` prompts while the backbone is frozen.
+
+        Training feeds a frozen encoder the same few task prompts at every step; with the cache each is
+        encoded once. The cache is skipped whenever the backbone has trainable parameters.
+        """
+        self.cache_size = size
+        self._cache.clear()
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        frozen = not any(p.requires_grad for p in self.base.parameters())
+        if not (self.cache_size and frozen):
+            return self._pool(input_ids, attention_mask)
+        keys = [tuple(ids[mask.bool()].tolist()) for ids, mask in zip(input_ids, attention_mask)]
+        first: dict[tuple[int, ...], int] = {}
+        for i, key in enumerate(keys):
+            if key not in self._cache:
+                first.setdefault(key, i)
+        missing = list(first.values())
+        if missing:
+            with torch.no_grad():
+                pooled = self._pool(input_ids[missing], attention_mask[missing])
+            for i, row in zip(missing, pooled):
+                self._cache[keys[i]] = row
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return torch.stack([self._cache[k] for k in keys])
+
+    def _pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.base(input_ids=input_ids, attention_mask=attention_mask)
         hidden = out.last_hidden_state
         if self.pooling == "pooler":

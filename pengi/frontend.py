@@ -20,7 +20,7 @@ class LogMelSpectrogram(nn.Module):
         super().__init__()
         self.n_fft, self.hop_length, self.win_length, self.amin = n_fft, hop_length, win_length, amin
         with torch.device("cpu"):  # transformers builds models on the meta device; these are computed, not loaded
-            window = torch.hann_window(win_length, periodic=True)
+            window = torch.hann_window(win_length, periodic=True).clone()  # own storage: safetensors refuses views
             fb = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, norm="slaney",
                                     mel_scale="slaney")
         self.register_buffer("window", window)

@@ -29,11 +29,16 @@ def pengi_base_no_text_enc(**overrides: Any) -> PengiConfig:
 
 def tiny(vocab_size: int = 50257, prompt_encoder_config: Any = None, **overrides: Any) -> PengiConfig:
     """A model of about two million parameters (most in the token embedding): 16 kHz, 1 s clips."""
+    if "lm_config" not in overrides:
+        eos = min(vocab_size - 1, 50256)
+        overrides["lm_config"] = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=128,
+                                            bos_token_id=eos, eos_token_id=eos)
+    if "audio_config" not in overrides:
+        overrides["audio_config"] = ClapAudioConfig(
+            spec_size=64, window_size=4, num_mel_bins=16, patch_size=4, patch_stride=(4, 4),
+            patch_embeds_hidden_size=16, depths=[1, 1], num_attention_heads=[2, 2], hidden_size=32,
+            enable_fusion=False)
     values: dict[str, Any] = dict(
-        audio_config=ClapAudioConfig(spec_size=64, window_size=4, num_mel_bins=16, patch_size=4, patch_stride=(4, 4),
-                                     patch_embeds_hidden_size=16, depths=[1, 1], num_attention_heads=[2, 2],
-                                     hidden_size=32, enable_fusion=False),
-        lm_config=GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=128),
         prompt_encoder_config=prompt_encoder_config,
         sample_rate=16000, clip_seconds=1.0, n_fft=512, hop_length=160, win_length=512, n_mels=16,
         f_min=50.0, f_max=8000.0, d_proj=32, audio_prefix_length=4, text_prefix_length=4,

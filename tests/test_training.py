@@ -1,0 +1,115 @@
+"""The training recipe as users run it: overfitting, kill-and-resume, two processes, in real subprocesses."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pengi import Pengi
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(ROOT, "recipes", "train_pengi.py")
+TINY = os.path.join(ROOT, "recipes", "configs", "pengi-tiny.yaml")
+
+
+def load_recipe_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "recipes", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    load_recipe_module("make_synthetic_data").main(["--out", str(out), "--train", "16", "--validation", "4"])
+    return out
+
+
+def train_cmd(out, data, *overrides, launcher=(sys.executable,), train_manifest=None):
+    train_manifest = train_manifest or data / "train.jsonl"
+    return [*launcher, RECIPE, "--config", TINY, "--set", f"output_dir={out}",
+            f"data.train=[{{manifest: {train_manifest}}}]", f"data.validation={data / 'validation.jsonl'}",
+            "data.num_workers=0", "log.tracker=tensorboard", *overrides]
+
+
+def run_training(cmd, timeout=600):
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def weights(folder):
+    return load_file(os.path.join(folder, "final", "model.safetensors"))
+
+
+def max_difference(a, b):
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def test_tiny_model_memorises_examples_and_generates_them(tmp_path, synthetic):
+    manifest = synthetic / "four.jsonl"
+    rows = open(synthetic / "train.jsonl").read().splitlines()
+    manifest.write_text("\n".join(rows[i] for i in (0, 6, 12, 18)) + "\n")  # four clips, four different tasks
+    out = tmp_path / "run"
+    cmd = train_cmd(out, synthetic, "optim.max_steps=150", "optim.warmup_steps=10", "optim.lr=3e-3",
+                    "data.batch_size=4", "checkpoint.every=1000", "eval.every=1000",
+                    "model.config.projection_dropout=0",
+                    "model.config.lm_config.resid_pdrop=0", "model.config.lm_config.embd_pdrop=0",
+                    "model.config.lm_config.attn_pdrop=0", train_manifest=manifest)
+    run_training(cmd)
+    model = Pengi.from_pretrained(out / "final").eval()
+    examples = [json.loads(rows[i]) for i in (0, 6, 12, 18)]
+    audio = [str(synthetic / e["audio"]) for e in examples]
+    batch = model.processor(audio=audio, prompts=[e["prompt"] for e in examples],
+                            answers=[e["answer"] for e in examples])
+    with torch.no_grad():
+        assert model(**batch).loss.item() < 0.05
+    assert model.generate(audio, [e["prompt"] for e in examples], num_beams=1) == [e["answer"] for e in examples]
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, synthetic):
+    common = ("optim.max_steps=30", "data.batch_size=8", "checkpoint.every=10", "eval.every=1000",
+              "checkpoint.keep_last=2")
+    straight = tmp_path / "straight"
+    run_training(train_cmd(straight, synthetic, *common))
+
+    resumed = tmp_path / "resumed"
+    proc = subprocess.Popen(train_cmd(resumed, synthetic, *common), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first = resumed / "checkpoints" / "step_00000010"
+    deadline = time.time() + 300
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists() and not (resumed / "final").exists(), "the run should be killed part-way"
+    result = run_training(train_cmd(resumed, synthetic, *common))
+    assert "resumed from" in result.stdout + result.stderr
+    assert max_difference(weights(straight), weights(resumed)) < 1e-5
+    kept = sorted(os.listdir(resumed / "checkpoints"))
+    assert kept == ["step_00000020", "step_00000030"]  # keep_last=2, no temporary folders left
+
+
+def test_two_processes_match_one(tmp_path, synthetic):
+    common = ("optim.max_steps=6", "data.batch_size=8", "checkpoint.every=1000", "eval.every=1000",
+              "model.config.lm_config.resid_pdrop=0", "model.config.lm_config.embd_pdrop=0",
+              "model.config.lm_config.attn_pdrop=0")
+    one = tmp_path / "one"
+    run_training(train_cmd(one, synthetic, *common))
+    two = tmp_path / "two"
+    launcher = (sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no")
+    run_training(train_cmd(two, synthetic, *common, launcher=launcher))
+    # Each process normalises its half batch in HTSAT's batch norm, so the runs agree closely, not exactly.
+    assert max_difference(weights(one), weights(two)) < 5e-3
