@@ -10,9 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 from .batch_io import Job, ResultWriter, batched, find_jobs
+from .data.adapters import ADAPTERS
+from .data.manifest import write_manifest
 from .errors import PengiInputError
 from .modeling_pengi import DEFAULT_PROMPT, Pengi
 
@@ -145,6 +148,26 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0 if len(paths) == len(args.audio) else 1
 
 
+def cmd_manifest(args: argparse.Namespace) -> int:
+
+    from .data.adapters import ADAPTERS
+
+    kwargs = {}
+    for item in args.options:
+        key, sep, value = item.partition("=")
+        if not sep:
+            log.error("options are KEY=VALUE, got %r", item)
+            return 2
+        kwargs[key] = yaml.safe_load(value)
+    try:
+        n = write_manifest(ADAPTERS[args.corpus](**kwargs), args.out)
+    except TypeError as err:
+        log.error("%s: %s (see `pengi manifest --help` for each corpus' options)", args.corpus, err)
+        return 2
+    log.info("wrote %d rows to %s", n, args.out)
+    return 0 if n else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", default=None,
@@ -175,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("describe", parents=[common], help="caption, metadata and sound events of clips")
     p.add_argument("audio", nargs="+")
     p.set_defaults(func=cmd_describe)
+
+    options = "; ".join(f"{name}: {', '.join(fn.__code__.co_varnames[:fn.__code__.co_argcount])}"
+                        for name, fn in ADAPTERS.items())
+    p = sub.add_parser("manifest", help="write a training/evaluation manifest from a corpus in its publisher's layout",
+                       description=f"Options per corpus (KEY=VALUE) -- {options}")
+    p.add_argument("corpus", choices=sorted(ADAPTERS))
+    p.add_argument("options", nargs="*", help="adapter options, e.g. root=/data/ESC-50 'folds=[1,2,3,4]'")
+    p.add_argument("--out", required=True, help="manifest to write (.jsonl or .csv)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_manifest)
     return parser
 
 
