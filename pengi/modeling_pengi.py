@@ -90,21 +90,26 @@ class Pengi(PreTrainedModel):
             audio_embedding = F.normalize(audio_embedding, dim=-1)
         return self.audio_mapper(audio_embedding)
 
-    def text_prefix(self, prompt_embedding: torch.Tensor, prompt_attention_mask: torch.Tensor) -> torch.Tensor:
+    def text_prefix(self, prompt_embedding: torch.Tensor, prompt_attention_mask: torch.Tensor,
+                    training_path: bool = False) -> torch.Tensor:
+        """``training_path``: called from `forward`. The release normalised the prompt embedding there but not
+        when generating, so ``compat="pengi-release"`` normalises it on the training path only."""
+        release = self.config.compat == "pengi-release"
         if self.prompt_encoder is None:
-            release = self.config.compat == "pengi-release"
             return self.text_mapper(prompt_embedding, None if release else prompt_attention_mask.to(self.device))
-        if self.config.normalize_prompt_embedding and self.config.compat != "pengi-release":
+        if self.config.normalize_prompt_embedding and (training_path or not release):
             prompt_embedding = F.normalize(prompt_embedding, dim=-1)
         return self.text_mapper(prompt_embedding)
 
     def prefix(self, waveforms: torch.Tensor | None, prompt_input_ids: torch.Tensor,
-               prompt_attention_mask: torch.Tensor, audio_embedding: torch.Tensor | None = None) -> torch.Tensor:
+               prompt_attention_mask: torch.Tensor, audio_embedding: torch.Tensor | None = None,
+               training_path: bool = False) -> torch.Tensor:
         """``[audio prefix, text prefix]`` ``(batch, audio_prefix_length + text_prefix_length, d_lm)``."""
         if audio_embedding is None:
             audio_embedding = self.audio_embedding(waveforms)
         audio = self.audio_prefix(audio_embedding)
-        text = self.text_prefix(self.prompt_embedding(prompt_input_ids, prompt_attention_mask), prompt_attention_mask)
+        text = self.text_prefix(self.prompt_embedding(prompt_input_ids, prompt_attention_mask), prompt_attention_mask,
+                                training_path)
         return torch.cat([audio, text.to(audio.dtype)], dim=1)
 
     def forward(self, waveforms: torch.Tensor, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
@@ -122,7 +127,7 @@ class Pengi(PreTrainedModel):
         attention_mask = attention_mask.to(self.device)
         if labels is None:
             labels = input_ids.masked_fill(attention_mask == 0, -100)
-        prefix = self.prefix(waveforms, prompt_input_ids, prompt_attention_mask)
+        prefix = self.prefix(waveforms, prompt_input_ids, prompt_attention_mask, training_path=True)
         tokens = self.lm.get_input_embeddings()(input_ids)
         embeds = torch.cat([prefix, tokens.to(prefix.dtype)], dim=1)
         n, p = input_ids.shape[0], prefix.shape[1]
