@@ -14,6 +14,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .batch_io import Job, ResultWriter, batched, find_jobs
+from .convert_pengi import add_convert_parser
 from .data.adapters import ADAPTERS
 from .data.manifest import write_manifest
 from .errors import PengiInputError
@@ -149,9 +150,6 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
-
-    from .data.adapters import ADAPTERS
-
     kwargs = {}
     for item in args.options:
         key, sep, value = item.partition("=")
@@ -208,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="manifest to write (.jsonl or .csv)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser("convert", help="convert published checkpoints into a pengi model folder")
+    add_convert_parser(p.add_subparsers(dest="source", required=True))
     return parser
 
 

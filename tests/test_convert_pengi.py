@@ -10,9 +10,7 @@ release (plain torch ops; our modules are not called for the part being checked)
 from __future__ import annotations
 
 import argparse
-import gzip
 import importlib.util
-import itertools
 import math
 import os
 import re
@@ -31,7 +29,6 @@ from pengi import Pengi
 from pengi.convert_pengi import (
     ConversionError,
     add_convert_parser,
-    bytes_to_unicode,
     clip_tokenizer_from_bpe,
     convert,
     convert_state_dict,
@@ -163,30 +160,18 @@ def save_release(sd: dict[str, torch.Tensor], path: Path, module_prefix: bool) -
 
 
 # ------------------------------------------------------------------------------------------ tokenizers
-def real_clip_bpe() -> str | None:
-    """CLIP's merges file as shipped inside the open-clip-torch package, if installed (no import of open_clip)."""
+def real_clip_bpe() -> str:
+    """CLIP's merges file as shipped inside the open-clip-torch package (a test dependency; open_clip not imported)."""
     spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(spec.submodule_search_locations[0], "bpe_simple_vocab_16e6.txt.gz")
-    return path if os.path.exists(path) else None
-
-
-def synthetic_clip_bpe(path: Path) -> Path:
-    """A merges file of CLIP's size (48,894 merges of two byte characters): a CLIP-shaped tokenizer without the
-    real one, so the conversion test runs where open-clip-torch is not installed."""
-    chars = list(bytes_to_unicode().values())
-    merges = itertools.islice(itertools.product(chars, chars), 49408 - 512 - 2)
-    with gzip.open(path, "wt", encoding="utf-8") as f:
-        f.write("#version: synthetic\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
-    return path
+    assert spec is not None and spec.submodule_search_locations, "install the dev extra: open-clip-torch is missing"
+    return os.path.join(spec.submodule_search_locations[0], "bpe_simple_vocab_16e6.txt.gz")
 
 
 @pytest.fixture(scope="module")
 def tokenizers_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tokenizers")
     GPT2TokenizerFast(vocab=f"{GPT2_DATA}/encoder.json", merges=f"{GPT2_DATA}/vocab.bpe").save_pretrained(root / "gpt2")
-    bpe = real_clip_bpe() or synthetic_clip_bpe(root / "synthetic_bpe.txt.gz")
+    bpe = real_clip_bpe()
     clip_tokenizer_from_bpe(bpe).save_pretrained(root / "clip")
     return root
 
@@ -435,13 +420,9 @@ def test_convert_subcommand_wiring():
 
 def test_clip_tokenizer_from_real_bpe():
     bpe = real_clip_bpe()
-    if bpe is None:
-        pytest.skip("open-clip-torch (which ships CLIP's merges file) is not installed")
     tok = clip_tokenizer_from_bpe(bpe)
     assert len(tok) == 49408 and (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (49406, 49407, 49407)
     assert tok("a photo of a cat")["input_ids"] == [49406, 320, 1125, 539, 320, 2368, 49407]  # known CLIP ids
-    if importlib.util.find_spec("ftfy") is None:
-        return
     # open_clip's own SimpleTokenizer, loaded from its file without importing the open_clip package.
     spec = importlib.util.spec_from_file_location("open_clip_simple_tokenizer",
                                                   os.path.join(os.path.dirname(bpe), "tokenizer.py"))

@@ -25,8 +25,7 @@ def module_of(metric: evaluate.EvaluationModule):
 @pytest.fixture(scope="session")
 def captions():
     """Loaded once so that METEOR's Java process starts once per test session."""
-    if shutil.which("java") is None:
-        pytest.skip("the COCO caption toolkit needs Java on PATH")
+    assert shutil.which("java"), "the COCO caption toolkit (PTB tokenizer, METEOR) needs Java on PATH"
     return load("caption_metrics")
 
 
