@@ -50,6 +50,8 @@ class Pengi(PreTrainedModel):
         self.audio_encoder = AudioEncoder(config)
         self.prompt_encoder = PromptEncoder(config) if config.prompt_encoder_config is not None else None
         self.lm = AutoModelForCausalLM.from_config(config.lm_config)
+        if getattr(self.lm, "loss_type", None) is None:  # e.g. GPT2LMHeadModel: its name does not say "ForCausalLM"
+            self.lm.loss_type = "ForCausalLM"
         d_lm = config.lm_config.hidden_size
         mapper = dict(dim=d_lm, num_layers=config.mapper_layers, num_heads=config.mapper_heads,
                       mlp_ratio=config.mapper_mlp_ratio, dropout=config.mapper_dropout)

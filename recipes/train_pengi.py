@@ -19,15 +19,25 @@ import os
 import shutil
 import time
 
+import evaluate
 import torch
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
+from datasets.distributed import split_dataset_by_node
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
 from pengi import Pengi, PengiProcessor
-from pengi.data.dataset import AudioTextDataset, DurationBucketBatchSampler, PengiCollator, durations, mixture, readable
+from pengi.data.dataset import (
+    AudioTextDataset,
+    DurationBucketBatchSampler,
+    PengiCollator,
+    StreamingAudioTextDataset,
+    durations,
+    mixture,
+    readable,
+)
 from pengi.data.manifest import load_manifest
 from pengi.presets import PRESETS
 
@@ -92,26 +102,51 @@ def build_model(cfg: dict) -> Pengi:
 
 
 # ----------------------------------------------------------------------------- data
-def build_data(cfg: dict, processor: PengiProcessor, seed: int):
+def build_data(cfg: dict, processor: PengiProcessor, seed: int, accelerator: Accelerator):
+    """Returns ``epoch_batches(epoch, skip)``, the batches of one epoch after its first ``skip``, and the
+    validation loader. ``data.batch_size`` is the global batch, split across processes."""
     data = cfg["data"]
-    parts = [load_manifest(part["manifest"]) for part in data["train"]]
-    rows = mixture(parts, [part.get("weight", 1.0) for part in data["train"]], seed=seed)
-    if data.get("check_files", True):
-        rows = readable(rows, num_proc=data.get("num_proc"))
-    lengths = durations(rows) if data.get("bucket_by_duration") else [0.0] * len(rows)
-    sampler = DurationBucketBatchSampler(lengths, data["batch_size"], seed=seed, drop_last=True)
-    train_set = AudioTextDataset(rows, processor, train=True, seed=seed)
     collate = PengiCollator(processor)
     workers = data.get("num_workers", 0)
-    # Its own generator: iterating must not draw from the global RNG that dropout uses, or resumed runs diverge.
-    train = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                                        generator=torch.Generator().manual_seed(seed))
+    weights = [part.get("weight", 1.0) for part in data["train"]]
+    # Loaders get their own generator: iterating must not draw from the global RNG that dropout uses.
+    loader_kwargs = dict(collate_fn=collate, num_workers=workers, generator=torch.Generator().manual_seed(seed))
+
+    if data.get("streaming"):
+        parts = [load_manifest(part["manifest"], streaming=True) for part in data["train"]]
+        stream = mixture(parts, weights, seed=seed).shuffle(seed=seed, buffer_size=data.get("shuffle_buffer", 10_000))
+        stream = split_dataset_by_node(stream, rank=accelerator.process_index, world_size=accelerator.num_processes)
+        per_process = data["batch_size"] // accelerator.num_processes
+
+        def epoch_batches(epoch: int, skip: int):
+            stream.set_epoch(epoch)
+            train_set = StreamingAudioTextDataset(stream, processor, seed, skip_rows=skip * per_process)
+            train_set.set_epoch(epoch)
+            loader = torch.utils.data.DataLoader(train_set, batch_size=per_process, drop_last=True, **loader_kwargs)
+            for batch in loader:
+                yield {k: v.to(accelerator.device) for k, v in batch.items()}
+    else:
+        rows = mixture([load_manifest(part["manifest"]) for part in data["train"]], weights, seed=seed)
+        if data.get("check_files", True):
+            rows = readable(rows, num_proc=data.get("num_proc"))
+        lengths = durations(rows) if data.get("bucket_by_duration") else [0.0] * len(rows)
+        sampler = DurationBucketBatchSampler(lengths, data["batch_size"], seed=seed, drop_last=True)
+        if len(sampler) == 0:
+            raise ValueError(f"the training data has fewer examples than one batch ({data['batch_size']})")
+        train = torch.utils.data.DataLoader(AudioTextDataset(rows, processor, train=True, seed=seed),
+                                            batch_sampler=sampler, **loader_kwargs)
+        train = accelerator.prepare(train)
+
+        def epoch_batches(epoch: int, skip: int):
+            train.set_epoch(epoch)  # accelerate passes it on to the sampler and the dataset
+            sampler.skip_next(skip)
+            return train
+
     val = None
     if data.get("validation"):
         val_set = AudioTextDataset(load_manifest(data["validation"]), processor, train=False)
-        val = torch.utils.data.DataLoader(val_set, batch_size=data["batch_size"], collate_fn=collate,
-                                          num_workers=workers)
-    return train, val, sampler
+        val = accelerator.prepare(torch.utils.data.DataLoader(val_set, batch_size=data["batch_size"], **loader_kwargs))
+    return epoch_batches, val
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -142,28 +177,43 @@ def save_checkpoint(accelerator: Accelerator, folder: str, state: dict, keep_las
 
 
 # ----------------------------------------------------------------------------- validation
+METRICS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval", "metrics")
+
+
 @torch.no_grad()
-def validate(model: Pengi, loader, accelerator: Accelerator, cfg: dict) -> tuple[float, list[tuple[str, str, str]]]:
+def validate(model: Pengi, loader, accelerator: Accelerator, cfg: dict) -> tuple[dict[str, float], list]:
+    """Validation loss, and with ``eval.metrics`` greedy answers scored against the references: exact match
+    per prompt (ClothoAQA normalisation) and, with ``eval.caption_metrics``, the COCO caption metrics of the
+    "generate audio caption" rows. Returns the scores and a few (prompt, reference, generated) samples."""
     model.eval()
-    losses, samples = [], []
+    unwrapped = accelerator.unwrap_model(model)
+    proc = unwrapped.processor
+    prompt_tok = proc.prompt_tokenizer or proc.tokenizer
+    losses, prompts, truths, preds = [], [], [], []
     for i, batch in enumerate(loader):
         if i >= cfg["eval"].get("max_batches", 50):
             break
         losses.append(accelerator.gather(model(**batch).loss.detach()).mean().item())
-        if i == 0:
-            n = cfg["eval"].get("samples", 4)
-            unwrapped = accelerator.unwrap_model(model)
-            prefix = unwrapped.prefix(batch["waveforms"][:n], batch["prompt_input_ids"][:n],
-                                      batch["prompt_attention_mask"][:n])
+        if cfg["eval"].get("metrics", True) or i == 0:
+            prefix = unwrapped.prefix(batch["waveforms"], batch["prompt_input_ids"], batch["prompt_attention_mask"])
             ids, _ = unwrapped.generate_from_prefix(prefix, num_beams=1)
-            proc = unwrapped.processor
-            prompts = proc.tokenizer.batch_decode(batch["prompt_input_ids"][:n], skip_special_tokens=True) \
-                if unwrapped.prompt_encoder is None else \
-                proc.prompt_tokenizer.batch_decode(batch["prompt_input_ids"][:n], skip_special_tokens=True)
-            truths = proc.decode(batch["input_ids"][:n])
-            samples = list(zip(prompts, truths, proc.decode(ids)))
+            prompts += prompt_tok.batch_decode(batch["prompt_input_ids"], skip_special_tokens=True)
+            truths += proc.decode(batch["input_ids"])
+            preds += proc.decode(ids)
+    prompts, truths, preds = (gather_object(x) for x in (prompts, truths, preds))
+    scores = {"val/loss": sum(losses) / max(len(losses), 1)}
+    if cfg["eval"].get("metrics", True) and preds and accelerator.is_main_process:
+        qa = evaluate.load(os.path.join(METRICS, "audio_qa")).compute(
+            predictions=preds, references=[[t] for t in truths], question_types=prompts)
+        scores["val/exact_match"] = qa["accuracy"]
+        scores.update({f"val/exact_match/{p}": v["accuracy"] for p, v in qa["per_type"].items()})
+        captions = [(p, t) for q, t, p in zip(prompts, truths, preds) if q.strip() == "generate audio caption"]
+        if cfg["eval"].get("caption_metrics") and captions:
+            coco = evaluate.load(os.path.join(METRICS, "caption_metrics")).compute(
+                predictions=[p for p, _ in captions], references=[[t] for _, t in captions], spice=False)
+            scores.update({f"val/{k}": v for k, v in coco.items() if isinstance(v, float)})
     model.train()
-    return (sum(losses) / max(len(losses), 1)), samples
+    return scores, list(zip(prompts, truths, preds))[: cfg["eval"].get("samples", 4)]
 
 
 # ----------------------------------------------------------------------------- main
@@ -182,14 +232,12 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(seed)
     model = build_model(cfg)
     processor = model.processor
-    train_loader, val_loader, sampler = build_data(cfg, processor, seed)
+    epoch_batches, val_loader = build_data(cfg, processor, seed, accelerator)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opt_cfg["lr"], weight_decay=opt_cfg.get("weight_decay", 0.01),
                                   betas=tuple(opt_cfg.get("betas", (0.9, 0.999))))
     scheduler = get_cosine_schedule_with_warmup(optimizer, opt_cfg.get("warmup_steps", 0), opt_cfg["max_steps"])
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    if val_loader is not None:
-        val_loader = accelerator.prepare(val_loader)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     ckpt_dir = os.path.join(out, "checkpoints")
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
@@ -203,16 +251,12 @@ def main(argv: list[str] | None = None) -> None:
                                                                      if isinstance(v, (int, float, str, bool))})
     accelerator.print(f"trainable parameters: {sum(p.numel() for p in params):,}")
 
-    if len(sampler) == 0:
-        raise ValueError(f"the training data has fewer examples than one batch ({cfg['data']['batch_size']})")
     model.train()
     max_steps = opt_cfg["max_steps"]
     bar = tqdm(total=max_steps, initial=state["step"], desc="training", disable=not accelerator.is_main_process)
     started, seen = time.time(), 0
     while state["step"] < max_steps:
-        train_loader.set_epoch(state["epoch"])  # accelerate passes it on to the sampler and the dataset
-        sampler.skip_next(state["batch_in_epoch"])
-        for batch in train_loader:
+        for batch in epoch_batches(state["epoch"], state["batch_in_epoch"]):
             # Every process skips together when any got a batch with no readable audio (all logged).
             if accelerator.reduce(torch.tensor(int(not batch), device=accelerator.device), "sum").item():
                 state["batch_in_epoch"] += 1
@@ -239,9 +283,9 @@ def main(argv: list[str] | None = None) -> None:
                                  "train/samples_per_s": rate}, step=step)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:.1f}")
             if val_loader is not None and (step % cfg["eval"]["every"] == 0 or step == max_steps):
-                val_loss, samples = validate(model, val_loader, accelerator, cfg)
-                accelerator.log({"val/loss": val_loss}, step=step)
-                accelerator.print(f"step {step}: validation loss {val_loss:.4f}")
+                scores, samples = validate(model, val_loader, accelerator, cfg)
+                accelerator.log(scores, step=step)
+                accelerator.print(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
                 for prompt, truth, pred in samples:
                     accelerator.print(f"  [{prompt}] reference: {truth!r}  generated: {pred!r}")
             if step % cfg["checkpoint"]["every"] == 0 or step == max_steps:

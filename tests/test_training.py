@@ -67,7 +67,8 @@ def test_tiny_model_memorises_examples_and_generates_them(tmp_path, synthetic):
                     "model.config.projection_dropout=0",
                     "model.config.lm_config.resid_pdrop=0", "model.config.lm_config.embd_pdrop=0",
                     "model.config.lm_config.attn_pdrop=0", train_manifest=manifest)
-    run_training(cmd)
+    result = run_training(cmd)
+    assert "val/exact_match" in result.stdout and "val/CIDEr-D" in result.stdout  # metrics at the last step
     model = Pengi.from_pretrained(out / "final").eval()
     examples = [json.loads(rows[i]) for i in (0, 6, 12, 18)]
     audio = [str(synthetic / e["audio"]) for e in examples]
@@ -78,16 +79,19 @@ def test_tiny_model_memorises_examples_and_generates_them(tmp_path, synthetic):
     assert model.generate(audio, [e["prompt"] for e in examples], num_beams=1) == [e["answer"] for e in examples]
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path, synthetic):
-    common = ("optim.max_steps=30", "data.batch_size=8", "checkpoint.every=10", "eval.every=1000",
-              "checkpoint.keep_last=2")
+@pytest.mark.parametrize("streaming", [False, True])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, synthetic, streaming):
+    # 10 batches an epoch: the checkpoint at step 15 is in the middle of the second epoch.
+    common = ("optim.max_steps=30", "data.batch_size=8", "checkpoint.every=15", "eval.every=1000",
+              "checkpoint.keep_last=2", "eval.caption_metrics=false", f"data.streaming={str(streaming).lower()}",
+              "data.shuffle_buffer=32")
     straight = tmp_path / "straight"
     run_training(train_cmd(straight, synthetic, *common))
 
     resumed = tmp_path / "resumed"
     proc = subprocess.Popen(train_cmd(resumed, synthetic, *common), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    first = resumed / "checkpoints" / "step_00000010"
+    first = resumed / "checkpoints" / "step_00000015"
     deadline = time.time() + 300
     while not first.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -98,11 +102,12 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, synthetic):
     assert "resumed from" in result.stdout + result.stderr
     assert max_difference(weights(straight), weights(resumed)) < 1e-5
     kept = sorted(os.listdir(resumed / "checkpoints"))
-    assert kept == ["step_00000020", "step_00000030"]  # keep_last=2, no temporary folders left
+    assert kept == ["step_00000015", "step_00000030"]  # keep_last=2, no temporary folders left
 
 
 def test_two_processes_match_one(tmp_path, synthetic):
     common = ("optim.max_steps=6", "data.batch_size=8", "checkpoint.every=1000", "eval.every=1000",
+              "eval.caption_metrics=false",
               "model.config.lm_config.resid_pdrop=0", "model.config.lm_config.embd_pdrop=0",
               "model.config.lm_config.attn_pdrop=0")
     one = tmp_path / "one"
@@ -113,3 +118,32 @@ def test_two_processes_match_one(tmp_path, synthetic):
     run_training(train_cmd(two, synthetic, *common, launcher=launcher))
     # Each process normalises its half batch in HTSAT's batch norm, so the runs agree closely, not exactly.
     assert max_difference(weights(one), weights(two)) < 5e-3
+
+
+def test_lora_on_the_lm_trains_and_saves_a_merged_model(tmp_path, synthetic):
+    from accelerate.utils import set_seed
+
+    out = tmp_path / "lora"
+    run_training(train_cmd(out, synthetic, "optim.max_steps=5", "data.batch_size=8", "checkpoint.every=1000",
+                           "eval.every=1000", "eval.metrics=false", "train.trainable=[audio_mapper, text_mapper]",
+                           "train.lora={r: 4, lora_alpha: 8, target_modules: [c_attn]}"))
+    saved = weights(out)
+    assert not any("lora" in k for k in saved)  # adapters merged into a plain Pengi
+    set_seed(0)  # the recipe's seed: rebuild the weights the run started from
+    initial = Pengi(Pengi.from_pretrained(out / "final").config).state_dict()
+    for layer in range(2):
+        attn, mlp = f"lm.transformer.h.{layer}.attn.c_attn.weight", f"lm.transformer.h.{layer}.mlp.c_fc.weight"
+        assert not torch.allclose(saved[attn], initial[attn])  # LoRA-adapted, then merged
+        assert torch.equal(saved[mlp], initial[mlp])  # frozen and not adapted
+    encoder = "audio_encoder.projection.linear1.weight"
+    assert torch.equal(saved[encoder], initial[encoder])  # not in train.trainable
+
+
+def test_accelerate_launch_configs_are_valid():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = os.path.join(ROOT, "recipes", "accelerate")
+    kinds = {name: load_config_from_file(os.path.join(folder, name)).distributed_type.value
+             for name in sorted(os.listdir(folder))}
+    assert kinds == {"cpu.yaml": "NO", "deepspeed_zero2.yaml": "DEEPSPEED", "fsdp.yaml": "FSDP",
+                     "multi_gpu.yaml": "MULTI_GPU", "multi_node.yaml": "MULTI_GPU", "single_gpu.yaml": "NO"}

@@ -19,12 +19,31 @@ from ..processing_pengi import PengiProcessor
 log = logging.getLogger("pengi")
 
 
-class AudioTextDataset(torch.utils.data.Dataset):
-    """Decode, resample and fit each manifest row's audio (in the worker that loads it).
+def decode_example(row: Mapping[str, Any], index: int, processor: PengiProcessor, train: bool, seed: int,
+                   epoch: int) -> dict[str, Any] | None:
+    """Decode, resample and fit one manifest row's audio; None (and a log line) when it cannot be read.
 
-    Training crops of long clips are random but seeded by ``(seed, epoch, index)``, so a resumed run sees
-    the same crops; evaluation uses the model's deterministic policy. A row whose audio cannot be read is
-    logged and dropped from its batch by `PengiCollator`, never fatal.
+    Training crops of long clips are random but seeded by ``(seed, epoch, index)``, so a resumed run sees the
+    same crops; evaluation uses the model's deterministic policy.
+    """
+    cfg = processor.config
+    try:
+        wave = load_audio(row["audio"], cfg.sample_rate, offset=row.get("offset") or 0.0, duration=row.get("duration"))
+    except PengiInputError as err:
+        log.warning("skipping example %d: %s", index, err)
+        return None
+    if train:
+        generator = torch.Generator().manual_seed(hash((seed, epoch, index)) % 2**63)
+        wave = fit_length(wave, cfg.clip_samples, crop="random", generator=generator)
+    else:
+        wave = processor.clip(wave)
+    return {"waveform": wave, "prompt": row["prompt"], "answer": row["answer"]}
+
+
+class AudioTextDataset(torch.utils.data.Dataset):
+    """Manifest rows decoded in the DataLoader worker that loads them (see `decode_example`).
+
+    A row whose audio cannot be read is dropped from its batch by `PengiCollator`, never fatal.
     """
 
     def __init__(self, rows: datasets.Dataset, processor: PengiProcessor, train: bool = True, seed: int = 0):
@@ -38,20 +57,31 @@ class AudioTextDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        row = self.rows[index]
-        cfg = self.processor.config
-        try:
-            wave = load_audio(row["audio"], cfg.sample_rate, offset=row.get("offset") or 0.0,
-                              duration=row.get("duration"))
-        except PengiInputError as err:
-            log.warning("skipping training example %d: %s", index, err)
-            return None
-        if self.train:
-            generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % 2**63)
-            wave = fit_length(wave, cfg.clip_samples, crop="random", generator=generator)
-        else:
-            wave = self.processor.clip(wave)
-        return {"waveform": wave, "prompt": row["prompt"], "answer": row["answer"]}
+        return decode_example(self.rows[index], index, self.processor, self.train, self.seed, self.epoch)
+
+
+class StreamingAudioTextDataset(torch.utils.data.IterableDataset):
+    """Training examples from a streamed manifest (`load_manifest(..., streaming=True)`): rows are read as they
+    come and decoded in the DataLoader workers (worker k of n takes every n-th row), never all in memory.
+    ``skip_rows`` passes over the first rows of the pass without decoding them: a resumed run continues the
+    same shuffled order (`datasets`' own ``skip`` changes the order of a shuffled stream); exact when every
+    skipped row decoded, since rows that fail are counted but yield no example."""
+
+    def __init__(self, rows: datasets.IterableDataset, processor: PengiProcessor, seed: int = 0, skip_rows: int = 0):
+        self.rows, self.processor, self.seed, self.skip_rows = rows, processor, seed, skip_rows
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for n, row in enumerate(self.rows):
+            if n >= self.skip_rows and n % workers == worker:
+                item = decode_example(row, n, self.processor, True, self.seed, self.epoch)
+                if item is not None:
+                    yield item
 
 
 class PengiCollator:
