@@ -3,7 +3,7 @@
 Columns: ``audio`` (path, relative to the manifest's folder or absolute), optional ``offset`` and
 ``duration`` (seconds; the excerpt to use), ``task`` (a key of `TASK_PROMPTS`), ``prompt`` (defaults
 to the task's prompt), ``answer`` (the target text), optional ``dataset`` (a name, for mixtures and
-per-dataset metrics). Loaded with `datasets`, so corpora too large for memory can be streamed.
+per-dataset metrics) and ``question_type`` (for per-type QA scores: "yes/no", "count", ...). Loaded with `datasets`, so corpora too large for memory can be streamed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import datasets
 
-COLUMNS = ["audio", "offset", "duration", "task", "prompt", "answer", "dataset"]
+COLUMNS = ["audio", "offset", "duration", "task", "prompt", "answer", "dataset", "question_type"]
 REQUIRED = ("audio", "answer")
 
 
@@ -52,6 +52,7 @@ def load_manifest(path: str | os.PathLike, streaming: bool = False
         "audio": datasets.Value("string"), "offset": datasets.Value("float64"),
         "duration": datasets.Value("float64"), "task": datasets.Value("string"),
         "prompt": datasets.Value("string"), "answer": datasets.Value("string"), "dataset": datasets.Value("string"),
+        "question_type": datasets.Value("string"),
     })
     ds = datasets.load_dataset(kind, data_files=path, split="train", streaming=streaming, features=features)
     base = os.path.dirname(os.path.abspath(path))
