@@ -17,6 +17,7 @@ from pengi.data.manifest import write_manifest
 from pengi.synthetic import example
 
 SPLITS = {"train": 1_000_000, "validation": 0}  # first seed of each split
+TASKS = {"generate audio caption": "caption", "this is a sound of": "sound_event", "generate metadata": "metadata"}
 
 
 def write_split(out: str, split: str, count: int) -> str:
@@ -27,8 +28,8 @@ def write_split(out: str, split: str, count: int) -> str:
         e = example(seed)
         name = f"{split}/{seed}.wav"
         sf.write(os.path.join(out, name), e.audio, e.sample_rate, subtype="PCM_16")
-        rows += [{"audio": name, "task": "synthetic", "prompt": p, "answer": a, "dataset": "synthetic"}
-                 for p, a in e.tasks()]
+        rows += [{"audio": name, "task": TASKS.get(p, "aqa"), "prompt": p, "answer": a, "dataset": "synthetic",
+                  "question_type": None if p in TASKS else "yes/no"} for p, a in e.tasks()]
     path = os.path.join(out, f"{split}.jsonl")
     write_manifest(rows, path)
     return path

@@ -26,7 +26,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import gather_object, set_seed
 from datasets.distributed import split_dataset_by_node
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
 from pengi import Pengi, PengiProcessor
 from pengi.data.dataset import (
@@ -76,6 +76,10 @@ def build_model(cfg: dict) -> Pengi:
         prompt_tokenizer = AutoTokenizer.from_pretrained(spec["prompt_tokenizer"]) if spec.get("prompt_tokenizer") \
             else None
         overrides = dict(spec.get("config") or {})
+        if spec.get("lm_from"):
+            overrides.setdefault("lm_config", AutoConfig.from_pretrained(spec["lm_from"]))
+        if spec.get("prompt_encoder_from"):
+            overrides.setdefault("prompt_encoder_config", AutoConfig.from_pretrained(spec["prompt_encoder_from"]))
         if spec["preset"] == "tiny":
             overrides.setdefault("vocab_size", len(tokenizer))
         config = PRESETS[spec["preset"]](**overrides)
