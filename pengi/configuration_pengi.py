@@ -93,6 +93,13 @@ class PengiConfig(PreTrainedConfig):
         if self.audio_config.num_mel_bins != self.n_mels:
             raise ValueError(f"n_mels ({self.n_mels}) must equal audio_config.num_mel_bins "
                              f"({self.audio_config.num_mel_bins})")
+        audio = self.audio_config
+        stride = audio.patch_stride[0] if isinstance(audio.patch_stride, (list, tuple)) else audio.patch_stride
+        last_grid = audio.spec_size // stride // 2 ** (len(audio.depths) - 1)
+        if last_grid < audio.window_size:
+            raise ValueError(f"HTSAT's last stage is {last_grid}x{last_grid} patches, smaller than its attention "
+                             f"window ({audio.window_size}): use fewer stages (depths), a larger spec_size or a "
+                             "smaller window_size")
         frames = self.clip_samples // self.hop_length + 1
         capacity = self.audio_config.spec_size * (self.audio_config.spec_size // self.n_mels)
         if frames > capacity:

@@ -231,6 +231,12 @@ def test_config_checks():
         PengiConfig(clip_seconds=30.0)
     with pytest.raises(ValueError, match="compat must be one of"):
         PengiConfig(compat="nope")
+    from transformers import ClapAudioConfig
+
+    small = ClapAudioConfig(spec_size=64, window_size=8, num_mel_bins=32, depths=[2, 2, 2],
+                            num_attention_heads=[2, 4, 8])
+    with pytest.raises(ValueError, match="last stage is 4x4 patches, smaller than its attention window"):
+        PengiConfig(audio_config=small, n_mels=32, clip_seconds=1.0)
 
 
 def test_bfloat16_inference(default_model):

@@ -3,7 +3,8 @@
 Columns: ``audio`` (path, relative to the manifest's folder or absolute), optional ``offset`` and
 ``duration`` (seconds; the excerpt to use), ``task`` (a key of `TASK_PROMPTS`), ``prompt`` (defaults
 to the task's prompt), ``answer`` (the target text), optional ``dataset`` (a name, for mixtures and
-per-dataset metrics) and ``question_type`` (for per-type QA scores: "yes/no", "count", ...). Loaded with `datasets`, so corpora too large for memory can be streamed.
+per-dataset metrics) and ``question_type`` (for per-type QA scores: "yes/no", "count", ...). Loaded with
+`datasets`, so corpora too large for memory can be streamed.
 """
 
 from __future__ import annotations
