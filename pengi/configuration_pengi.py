@@ -25,6 +25,9 @@ class PengiConfig(PreTrainedConfig):
 
     Audio front end: `sample_rate`, `clip_seconds`, `n_fft`, `hop_length`, `win_length`, `n_mels`,
     `f_min`, `f_max`. Long clips are cropped by `long_audio` ("center" or "start"); short ones repeated.
+    `audio_time_segments` > 1 pools HTSAT's time-ordered output into that many consecutive segments
+    (concatenated) instead of one global mean, so the audio embedding keeps when things happen; 1 is HTSAT's
+    own pooled output, as in Pengi.
 
     Mapping: encoders project to `d_proj`; two ClipCap transformer mappers (`mapper_layers`,
     `mapper_heads`, `mapper_mlp_ratio`) make `audio_prefix_length` and `text_prefix_length` LM embeddings.
@@ -55,6 +58,7 @@ class PengiConfig(PreTrainedConfig):
     f_max: float = 8000.0
     long_audio: str = "center"
 
+    audio_time_segments: int = 1
     d_proj: int = 1024
     projection_dropout: float = 0.5
     normalize_audio_embedding: bool = True

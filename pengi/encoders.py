@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, ClapAudioModel
 
@@ -21,13 +22,19 @@ class AudioEncoder(nn.Module):
         self.frontend = LogMelSpectrogram(config.sample_rate, config.n_fft, config.hop_length, config.win_length,
                                           config.n_mels, config.f_min, config.f_max)
         self.base = ClapAudioModel(config.audio_config)
-        width = self.base.audio_encoder.num_features
+        self.segments = config.audio_time_segments
+        width = self.base.audio_encoder.num_features * self.segments
         self.projection = Projection(width, config.d_proj, config.projection_dropout)
 
     def features(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """The backbone's pooled output, before projection."""
+        """The backbone's pooled output (or its time-segment means, concatenated), before projection."""
         mel = self.frontend(waveforms).to(self.base.dtype)
-        return self.base(input_features=mel).pooler_output
+        out = self.base(input_features=mel)
+        if self.segments == 1:
+            return out.pooler_output
+        # last_hidden_state is (batch, channels, freq, time) with HTSAT's folded time chunks put back in order.
+        over_time = out.last_hidden_state.mean(dim=2)
+        return F.adaptive_avg_pool1d(over_time, self.segments).flatten(1)
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         return self.projection(self.features(waveforms))

@@ -244,3 +244,25 @@ def test_bfloat16_inference(default_model):
     m.to(torch.bfloat16)
     assert m.embed_audio(clips([0])).dtype == torch.bfloat16
     assert isinstance(m.generate(clips([0]), "generate audio caption", max_new_tokens=3)[0], str)
+
+
+def test_time_segments_keep_when_sounds_happen(gpt2_tokenizer):
+    one = make_tiny(gpt2_tokenizer)
+    mel = one.audio_encoder.frontend(torch.from_numpy(example(0).audio)[None]).to(one.dtype)
+    out = one.audio_encoder.base(input_features=mel)
+    # The segment view of HTSAT's output averages back to its own pooled output.
+    assert torch.allclose(out.last_hidden_state.mean(dim=(2, 3)), out.pooler_output, atol=1e-5)
+
+    four = make_tiny(gpt2_tokenizer, audio_time_segments=4)
+    assert four.audio_encoder.features(torch.zeros(2, 16000)).shape == (2, 4 * 32)
+    sr, half = 16000, 8000
+    beep = torch.from_numpy(example(0).audio[:half])
+    silence = torch.zeros(half)
+    first, last = torch.cat([beep, silence])[None], torch.cat([silence, beep])[None]
+    with torch.no_grad():
+        a, b = four.audio_encoder.features(first), four.audio_encoder.features(last)
+        pooled_a, pooled_b = one.audio_encoder.features(first), one.audio_encoder.features(last)
+    # Moving the sound from the first to the second half changes the segments far more than the global mean.
+    seg_change = (a - b).norm() / a.norm()
+    pooled_change = (pooled_a - pooled_b).norm() / pooled_a.norm()
+    assert seg_change > 3 * pooled_change, (seg_change, pooled_change)
