@@ -1,4 +1,4 @@
-"""The `pengi` command: caption folders, ask questions about a clip, describe clips."""
+"""The `pengi` command: caption folders, ask questions about a clip, describe clips, evaluate on benchmarks."""
 
 from __future__ import annotations
 
@@ -166,6 +166,23 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     return 0 if n else 1
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .benchmark import load_benchmark
+    from .evaluation import run_benchmark, select_datasets  # evaluate and matplotlib load only for this command
+
+    bench = load_benchmark(args.benchmark, args.data_root)
+    overrides = {"batch_size": args.batch_size, "num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
+                 "limit": args.limit}
+    select_datasets(bench, args.only, overrides)  # a typo or a missing manifest fails before the model loads
+    model = load_model(args)
+    results = run_benchmark(model, bench, args.out, model_name=args.model or "default", overrides=overrides,
+                            only=args.only, overwrite=args.overwrite, quiet=args.quiet)
+    if not args.quiet:
+        print(open(f"{args.out}/results.md", encoding="utf-8").read())
+    failed = sum(entry["num_failed"] for entry in results["datasets"].values())
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", default=None,
@@ -207,6 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_manifest)
 
+    p = sub.add_parser("eval", parents=[common], help="evaluate a model on a benchmark file (eval/benchmarks/)")
+    p.add_argument("--benchmark", required=True, help="benchmark YAML, e.g. eval/benchmarks/esc50.yaml")
+    p.add_argument("--out", required=True, help="folder for predictions (resumable), results.json/.md and plots")
+    p.add_argument("--data-root", default=None,
+                   help="folder that relative manifest paths start from (default: $PENGI_DATA_ROOT, else the "
+                        "benchmark's data_root)")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per batch (default: the benchmark's)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips of each dataset")
+    p.add_argument("--only", nargs="+", default=None, metavar="DATASET", help="evaluate only these datasets")
+    p.add_argument("--overwrite", action="store_true", help="discard predictions made with other settings")
+    p.set_defaults(func=cmd_eval)
+
     p = sub.add_parser("convert", help="convert published checkpoints into a pengi model folder")
     add_convert_parser(p.add_subparsers(dest="source", required=True))
     return parser
@@ -215,9 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
-    if getattr(args, "batch_size", 1) < 1:
-        log.error("--batch-size must be at least 1")
-        return 2
+    for option in ("batch_size", "limit"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            log.error("--%s must be at least 1", option.replace("_", "-"))
+            return 2
     try:
         return args.func(args)
     except PengiInputError as err:

@@ -55,9 +55,11 @@ class PengiProcessor:
             self.prompt_tokenizer.save_pretrained(os.path.join(path, PROMPT_TOKENIZER_DIR))
 
     # ----- audio -----
-    def load(self, source: AudioSource, name: str | None = None) -> torch.Tensor:
-        """A whole recording as mono float32 at the model's sample rate."""
-        return load_audio(source, self.config.sample_rate, name=name, mix=self._mix)
+    def load(self, source: AudioSource, name: str | None = None, offset: float = 0.0,
+             duration: float | None = None) -> torch.Tensor:
+        """A recording (or its excerpt from ``offset`` for ``duration`` seconds) as mono float32 at the model's
+        sample rate, its channels mixed as the model expects."""
+        return load_audio(source, self.config.sample_rate, name=name, mix=self._mix, offset=offset, duration=duration)
 
     def clip(self, wave: torch.Tensor) -> torch.Tensor:
         """Fit a recording to the model's clip length (repeat short ones, crop long ones by the policy)."""

@@ -163,5 +163,30 @@ def labelled_folder(root: str, task: str = "sound_event") -> Iterator[dict[str, 
                            "answer": _label_text(label), "dataset": os.path.basename(os.path.normpath(root))}
 
 
+def urbansound8k(root: str, folds: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """UrbanSound8K: ``metadata/UrbanSound8K.csv`` (slice_file_name, fsID, start, end, salience, fold, classID,
+    class) and ``audio/fold<N>/``; ``folds`` selects folds (default: all ten, as zero-shot evaluation uses)."""
+    present = _Present("urbansound8k")
+    for row in _read_csv(os.path.join(root, "metadata", "UrbanSound8K.csv")):
+        if folds is not None and int(row["fold"]) not in folds:
+            continue
+        path = os.path.join(root, "audio", f"fold{int(row['fold'])}", row["slice_file_name"])
+        if present(path):
+            yield {"audio": path, "task": "sound_event", "prompt": prompt_for("sound_event"),
+                   "answer": _label_text(row["class"]), "dataset": "urbansound8k"}
+    present.report()
+
+
+def gtzan(root: str) -> Iterator[dict[str, Any]]:
+    """GTZAN: ``genres/<genre>/<genre>.000NN.wav``, a folder per genre (the Kaggle copy's
+    ``Data/genres_original/`` is found too); task music_genre."""
+    candidates = [os.path.join(root, *p) for p in (("genres",), ("genres_original",), ("Data", "genres_original"))]
+    folder = next((c for c in candidates if os.path.isdir(c)), None)
+    if folder is None:
+        raise FileNotFoundError(f"{root}: no genres/ folder (is GTZAN laid out as its publisher distributes it?)")
+    for row in labelled_folder(folder, task="music_genre"):
+        yield {**row, "dataset": "gtzan"}
+
+
 ADAPTERS = {"audiocaps": audiocaps, "clotho": clotho, "clotho_aqa": clotho_aqa, "esc50": esc50, "fsd50k": fsd50k,
-            "wavcaps": wavcaps, "folder": labelled_folder}
+            "wavcaps": wavcaps, "folder": labelled_folder, "urbansound8k": urbansound8k, "gtzan": gtzan}
