@@ -255,7 +255,7 @@ def test_time_segments_keep_when_sounds_happen(gpt2_tokenizer):
 
     four = make_tiny(gpt2_tokenizer, audio_time_segments=4)
     assert four.audio_encoder.features(torch.zeros(2, 16000)).shape == (2, 4 * 32)
-    sr, half = 16000, 8000
+    half = 8000  # half a second at 16 kHz
     beep = torch.from_numpy(example(0).audio[:half])
     silence = torch.zeros(half)
     first, last = torch.cat([beep, silence])[None], torch.cat([silence, beep])[None]
