@@ -187,8 +187,9 @@ METRICS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @torch.no_grad()
 def validate(model: Pengi, loader, accelerator: Accelerator, cfg: dict) -> tuple[dict[str, float], list]:
     """Validation loss, and with ``eval.metrics`` greedy answers scored against the references: exact match
-    per prompt (ClothoAQA normalisation) and, with ``eval.caption_metrics``, the COCO caption metrics of the
-    "generate audio caption" rows. Returns the scores and a few (prompt, reference, generated) samples."""
+    (ClothoAQA normalisation; per prompt when there are only a few distinct prompts) and, with
+    ``eval.caption_metrics``, the COCO caption metrics of the "generate audio caption" rows.
+    Returns the scores and a few (prompt, reference, generated) samples."""
     model.eval()
     unwrapped = accelerator.unwrap_model(model)
     proc = unwrapped.processor
@@ -207,10 +208,11 @@ def validate(model: Pengi, loader, accelerator: Accelerator, cfg: dict) -> tuple
     prompts, truths, preds = (gather_object(x) for x in (prompts, truths, preds))
     scores = {"val/loss": sum(losses) / max(len(losses), 1)}
     if cfg["eval"].get("metrics", True) and preds and accelerator.is_main_process:
+        by_prompt = len(set(prompts)) <= 12  # task prompts, not free-form questions: one score for each
         qa = evaluate.load(os.path.join(METRICS, "audio_qa")).compute(
-            predictions=preds, references=[[t] for t in truths], question_types=prompts)
+            predictions=preds, references=[[t] for t in truths], question_types=prompts if by_prompt else None)
         scores["val/exact_match"] = qa["accuracy"]
-        scores.update({f"val/exact_match/{p}": v["accuracy"] for p, v in qa["per_type"].items()})
+        scores.update({f"val/exact_match/{p}": v["accuracy"] for p, v in qa.get("per_type", {}).items()})
         captions = [(p, t) for q, t, p in zip(prompts, truths, preds) if q.strip() == "generate audio caption"]
         if cfg["eval"].get("caption_metrics") and captions:
             coco = evaluate.load(os.path.join(METRICS, "caption_metrics")).compute(

@@ -12,7 +12,7 @@ import datasets
 import soundfile as sf
 import torch
 
-from ..audio import fit_length, load_audio
+from ..audio import fit_length
 from ..errors import PengiInputError
 from ..processing_pengi import PengiProcessor
 
@@ -28,7 +28,7 @@ def decode_example(row: Mapping[str, Any], index: int, processor: PengiProcessor
     """
     cfg = processor.config
     try:
-        wave = load_audio(row["audio"], cfg.sample_rate, offset=row.get("offset") or 0.0, duration=row.get("duration"))
+        wave = processor.load(row["audio"], offset=row.get("offset") or 0.0, duration=row.get("duration"))
     except PengiInputError as err:
         log.warning("skipping example %d: %s", index, err)
         return None
