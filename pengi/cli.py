@@ -26,7 +26,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def pick_device(name: str) -> torch.device:
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError as err:
+            raise PengiInputError("--device", f"{err}; use auto, cpu, cuda, cuda:N or mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise PengiInputError("--device", "CUDA is not available on this machine; use --device cpu or auto")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise PengiInputError("--device", "MPS is not available on this machine; use --device cpu or auto")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

@@ -142,5 +142,10 @@ def test_bad_invocations_fail_clearly(clips_dir, tmp_path):
     assert result.returncode == 2 and "no audio files found" in result.stderr
     result = run("ask", clips_dir / "clip0.flac", "   ")
     assert result.returncode == 1 and "prompt is empty" in result.stderr
+    if not __import__("torch").cuda.is_available():
+        result = run("ask", clips_dir / "clip0.flac", "this is a sound of", "--device", "cuda")
+        assert result.returncode == 1 and "--device: CUDA is not available" in result.stderr
+    result = run("ask", clips_dir / "clip0.flac", "this is a sound of", "--device", "gpu7")
+    assert result.returncode == 1 and "--device:" in result.stderr and "Traceback" not in result.stderr
     result = run("caption", clips_dir, "--out", tmp_path / "o.jsonl", "--model", tmp_path / "no_model_here")
     assert result.returncode == 2 and "no_model_here" in result.stderr and "Traceback" not in result.stderr
