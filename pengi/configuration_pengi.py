@@ -31,6 +31,10 @@ class PengiConfig(PreTrainedConfig):
 
     Mapping: encoders project to `d_proj`; two ClipCap transformer mappers (`mapper_layers`,
     `mapper_heads`, `mapper_mlp_ratio`) make `audio_prefix_length` and `text_prefix_length` LM embeddings.
+    `append_prompt_tokens` (models without a prompt encoder) also feeds the prompt's own LM tokens after the
+    two prefixes, the release's optional extra GPT-2 tokens, so that a frozen LM reads the question itself.
+    They are left-padded to `prompt_max_length` with the pad token, unmasked as the release pads its
+    prompts, which keeps the LM input one fixed length for every prompt.
 
     `compat="pengi-release"` reproduces the published inference (stereo channels concatenated, a random
     crop of long clips seeded by `release_crop_seed`, prompt padded to a fixed length with no mask, prompt
@@ -65,6 +69,7 @@ class PengiConfig(PreTrainedConfig):
     normalize_prompt_embedding: bool = True
 
     prompt_max_length: int = 40
+    append_prompt_tokens: bool = False
     prompt_pooling: str = "pooler"
     prompt_text_projection: bool = True
 
@@ -94,6 +99,8 @@ class PengiConfig(PreTrainedConfig):
             raise ValueError(f"long_audio must be one of {LONG_AUDIO_POLICIES}, got {self.long_audio!r}")
         if self.prompt_pooling not in ("pooler", "cls", "last", "mean"):
             raise ValueError(f"prompt_pooling must be pooler, cls, last or mean, got {self.prompt_pooling!r}")
+        if self.append_prompt_tokens and self.prompt_encoder_config is not None:
+            raise ValueError("append_prompt_tokens needs prompts in the LM's own tokens: use it with no prompt encoder")
         if self.audio_config.num_mel_bins != self.n_mels:
             raise ValueError(f"n_mels ({self.n_mels}) must equal audio_config.num_mel_bins "
                              f"({self.audio_config.num_mel_bins})")

@@ -106,13 +106,15 @@ class Pengi(PreTrainedModel):
     def prefix(self, waveforms: torch.Tensor | None, prompt_input_ids: torch.Tensor,
                prompt_attention_mask: torch.Tensor, audio_embedding: torch.Tensor | None = None,
                training_path: bool = False) -> torch.Tensor:
-        """``[audio prefix, text prefix]`` ``(batch, audio_prefix_length + text_prefix_length, d_lm)``."""
+        """``[audio prefix, text prefix]`` ``(batch, audio_prefix_length + text_prefix_length, d_lm)``, followed
+        by the prompt's LM token embeddings (``prompt_max_length`` more) with ``append_prompt_tokens``."""
         if audio_embedding is None:
             audio_embedding = self.audio_embedding(waveforms)
         audio = self.audio_prefix(audio_embedding)
-        text = self.text_prefix(self.prompt_embedding(prompt_input_ids, prompt_attention_mask), prompt_attention_mask,
-                                training_path)
-        return torch.cat([audio, text.to(audio.dtype)], dim=1)
+        prompt = self.prompt_embedding(prompt_input_ids, prompt_attention_mask)
+        text = self.text_prefix(prompt, prompt_attention_mask, training_path)
+        parts = [audio, text.to(audio.dtype)] + ([prompt.to(audio.dtype)] if self.config.append_prompt_tokens else [])
+        return torch.cat(parts, dim=1)
 
     def forward(self, waveforms: torch.Tensor, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
                 input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -102,8 +102,9 @@ class PengiProcessor:
             rows = [tok(t)["input_ids"][:limit] for t in texts]
             ids = torch.tensor([r + [0] * (limit - len(r)) for r in rows])
             return {"prompt_input_ids": ids, "prompt_attention_mask": torch.ones_like(ids)}
-        enc = tok(texts, padding="max_length" if release else True, truncation=True, max_length=limit,
-                  return_tensors="pt")
+        fixed = release or cfg.append_prompt_tokens  # a fixed length; appended tokens are padded on the left
+        enc = tok(texts, padding="max_length" if fixed else True, truncation=True, max_length=limit,
+                  return_tensors="pt", padding_side="left" if cfg.append_prompt_tokens else "right")
         return {"prompt_input_ids": enc["input_ids"], "prompt_attention_mask": enc["attention_mask"]}
 
     @staticmethod

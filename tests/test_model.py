@@ -266,3 +266,25 @@ def test_time_segments_keep_when_sounds_happen(gpt2_tokenizer):
     seg_change = (a - b).norm() / a.norm()
     pooled_change = (pooled_a - pooled_b).norm() / pooled_a.norm()
     assert seg_change > 3 * pooled_change, (seg_change, pooled_change)
+
+
+def test_appended_prompt_tokens_keep_batches_equal_to_single_inputs(gpt2_tokenizer):
+    m = make_tiny(gpt2_tokenizer, append_prompt_tokens=True)
+    prompts = ["a", "generate audio caption for this very long recording please", "question: is it raining?"]
+    audio = clips([1, 2, 3])
+    cfg = m.config
+    batch = m.processor(audio=audio, prompts=prompts)
+    ids = batch["prompt_input_ids"]
+    assert ids.shape == (3, cfg.prompt_max_length) and ids[0, 0] == gpt2_tokenizer.pad_token_id  # left-padded
+    assert torch.equal(ids[0, -1:], torch.tensor(gpt2_tokenizer("a")["input_ids"]))
+    with torch.no_grad():
+        prefix = m.prefix(**batch)
+    assert prefix.shape == (3, cfg.audio_prefix_length + cfg.text_prefix_length + cfg.prompt_max_length, 32)
+    tokens = m.lm.get_input_embeddings()(ids)
+    assert torch.equal(prefix[:, -cfg.prompt_max_length:], tokens)
+    batched = m.generate(audio, prompts, num_beams=2, max_new_tokens=5, return_scores=True)
+    single = [m.generate([a], p, num_beams=2, max_new_tokens=5, return_scores=True)[0] for a, p in zip(audio, prompts)]
+    assert [t for t, _ in batched] == [t for t, _ in single]
+    assert np.allclose([s for _, s in batched], [s for _, s in single], atol=1e-4)
+    with pytest.raises(ValueError, match="append_prompt_tokens needs prompts in the LM's own tokens"):
+        PengiConfig(append_prompt_tokens=True, prompt_encoder_config={"model_type": "clip_text_model"})
