@@ -2,9 +2,11 @@
 
     python recipes/pretrain_lm.py --manifests data/scenes/train.jsonl --out runs/demo/lm
 
-The texts are the manifests' ``prompt answer`` pairs, so the LM learns the language the Pengi model will
-answer in; stage 2 (`recipes/train_pengi.py` with ``model.lm_from`` and ``model.tokenizer`` pointing here)
-keeps it frozen, as the paper keeps GPT-2 frozen. The tokenizer is a byte-level BPE trained with
+Each example is the token sequence the LM reads inside Pengi: the prompt's tokens, then the answer's tokens
+(encoded on its own, as `PengiProcessor.answers` encodes it) and end-of-text. With ``append_prompt_tokens`` the
+frozen LM then meets, after the audio and text prefixes, exactly what it was pretrained on. Stage 2
+(`recipes/train_pengi.py` with ``model.lm_from`` and ``model.tokenizer`` pointing here) keeps it frozen, as the
+paper keeps GPT-2 frozen. The tokenizer is a byte-level BPE trained with
 `tokenizers`; training is transformers' `Trainer` on a causal-LM objective.
 """
 
@@ -29,10 +31,10 @@ from pengi.data.manifest import load_manifest
 EOS, PAD = "<|endoftext|>", "<pad>"  # a pad of its own: the LM collator masks pad ids, and EOS must be learned
 
 
-def corpus_texts(manifests: list[str]) -> list[str]:
-    """Distinct ``prompt answer`` texts, in a stable order."""
-    texts = {f"{row['prompt']} {row['answer']}": None for path in manifests for row in load_manifest(path)}
-    return list(texts)
+def corpus_pairs(manifests: list[str]) -> list[tuple[str, str]]:
+    """Distinct (prompt, answer) pairs, in a stable order."""
+    pairs = {(row["prompt"], row["answer"]): None for path in manifests for row in load_manifest(path)}
+    return list(pairs)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -58,16 +60,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     set_seed(args.seed)
 
-    texts = corpus_texts(args.manifests)
-    tokenizer = train_tokenizer(texts, args.vocab_size)
-    print(f"{len(texts):,} distinct texts, vocabulary {len(tokenizer)}")
+    pairs = corpus_pairs(args.manifests)
+    tokenizer = train_tokenizer([text for pair in pairs for text in pair], args.vocab_size)
+    print(f"{len(pairs):,} distinct prompt/answer pairs, vocabulary {len(tokenizer)}")
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=args.n_positions, n_embd=args.n_embd,
                         n_layer=args.n_layer, n_head=args.n_head, bos_token_id=tokenizer.eos_token_id,
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model = GPT2LMHeadModel(config)
-    data = datasets.Dataset.from_dict({"text": texts}).map(
-        lambda row: tokenizer(row["text"] + EOS, truncation=True, max_length=args.n_positions),
-        remove_columns=["text"])
+    def encode(row: dict) -> dict:
+        ids = (tokenizer(row["prompt"])["input_ids"] + tokenizer(row["answer"])["input_ids"]
+               + [tokenizer.eos_token_id])[: args.n_positions]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids)}
+
+    data = datasets.Dataset.from_dict({"prompt": [p for p, _ in pairs], "answer": [a for _, a in pairs]}).map(
+        encode, remove_columns=["prompt", "answer"])
     training = TrainingArguments(output_dir=f"{args.out}/trainer", max_steps=args.steps,
                                  per_device_train_batch_size=args.batch_size, learning_rate=args.lr,
                                  lr_scheduler_type="cosine", warmup_steps=args.steps // 20, weight_decay=0.01,
