@@ -147,3 +147,27 @@ def test_accelerate_launch_configs_are_valid():
              for name in sorted(os.listdir(folder))}
     assert kinds == {"cpu.yaml": "NO", "deepspeed_zero2.yaml": "DEEPSPEED", "fsdp.yaml": "FSDP",
                      "multi_gpu.yaml": "MULTI_GPU", "multi_node.yaml": "MULTI_GPU", "single_gpu.yaml": "NO"}
+
+
+def test_lm_pretraining_learns_the_sequence_pengi_feeds_it(tmp_path, synthetic):
+    out = tmp_path / "lm"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "pretrain_lm.py"), "--manifests",
+                             str(synthetic / "train.jsonl"), "--out", str(out), "--vocab-size", "300",
+                             "--n-embd", "32", "--n-layer", "1", "--n-head", "2", "--steps", "150", "--lr", "1e-2"],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok, lm = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out).eval()
+    assert tok.pad_token != tok.eos_token  # the LM collator masks pad ids, and EOS must be learned
+    row = json.loads(open(synthetic / "train.jsonl").readline())
+    prompt = tok(row["prompt"])["input_ids"]
+
+    def answer_loss(answer: str) -> float:
+        ids = prompt + tok(answer)["input_ids"] + [tok.eos_token_id]
+        labels = [-100] * len(prompt) + ids[len(prompt):]  # score the answer and its EOS only
+        with torch.no_grad():
+            return lm(torch.tensor([ids]), labels=torch.tensor([labels])).loss.item()
+
+    assert answer_loss(row["answer"]) < 1.5  # the training format is learned, EOS included
+    assert answer_loss(row["answer"]) < answer_loss("zz qq xx") - 2
