@@ -6,7 +6,8 @@ import csv
 import glob
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,3 +145,15 @@ class ResultWriter:
 def batched(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+def prefetched(items: list[Any], size: int, load: Callable[[list[Any]], Any]) -> Iterator[Any]:
+    """``load`` of each batch of ``items``, the next batch decoding in a thread while the caller uses this one
+    (soundfile and torchaudio release the GIL, so decoding overlaps the model's work)."""
+    batches = list(batched(items, size))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, batches[0]) if batches else None
+        for i in range(len(batches)):
+            loaded = pending.result()
+            pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
+            yield loaded

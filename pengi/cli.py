@@ -6,14 +6,13 @@ import argparse
 import json
 import logging
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 import yaml
 from tqdm.auto import tqdm
 
-from .batch_io import Job, ResultWriter, batched, find_jobs
+from .batch_io import Job, ResultWriter, find_jobs, prefetched
 from .convert_pengi import add_convert_parser
 from .data.adapters import ADAPTERS
 from .data.manifest import write_manifest
@@ -84,16 +83,11 @@ def cmd_caption(args: argparse.Namespace) -> int:
             return loaded
 
         bar = tqdm(total=len(todo), unit="clip", desc="captioning", disable=args.quiet)
-        with ThreadPoolExecutor(max_workers=1) as pool:  # decode the next batch while this one generates
-            batches = list(batched(todo, args.batch_size))
-            pending = pool.submit(load, batches[0]) if batches else None
-            for i in range(len(batches)):
-                loaded = pending.result()
-                pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
-                rows, bad = caption_batch(model, loaded, args)
-                writer.write(rows)
-                failed += bad
-                bar.update(len(loaded))
+        for loaded in prefetched(todo, args.batch_size, load):
+            rows, bad = caption_batch(model, loaded, args)
+            writer.write(rows)
+            failed += bad
+            bar.update(len(loaded))
         bar.close()
     done = len(todo) - failed
     log.info("captioned %d file(s), %d failed; results in %s", done, failed, args.out)

@@ -16,7 +16,6 @@ import functools
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import scoring
-from .batch_io import Job, ResultWriter, batched
+from .batch_io import Job, ResultWriter, prefetched
 from .benchmark import Benchmark, DatasetSpec
 from .data.manifest import load_manifest
 from .errors import PengiInputError
@@ -145,14 +144,9 @@ def predict(model: Pengi, spec: DatasetSpec, items: list[Item], classes: list[st
         if len(todo) < len(items):
             log.info("%s: %d of %d clips already in %s", spec.name, len(items) - len(todo), len(items), path)
         bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="clip", desc=spec.name, disable=quiet)
-        batches = list(batched(todo, spec.batch_size))
-        with ThreadPoolExecutor(max_workers=1) as pool:  # decode the next batch while this one runs
-            pending = pool.submit(load, batches[0]) if batches else None
-            for i in range(len(batches)):
-                loaded = pending.result()
-                pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
-                writer.write(predict_batch(model, spec, loaded, classes))
-                bar.update(len(loaded))
+        for loaded in prefetched(todo, spec.batch_size, load):
+            writer.write(predict_batch(model, spec, loaded, classes))
+            bar.update(len(loaded))
         bar.close()
 
 

@@ -19,12 +19,10 @@ import os
 from collections import Counter, defaultdict
 from typing import Any
 
-import evaluate
-
 from pengi import Pengi
 from pengi.data.manifest import load_manifest
+from pengi.evaluation import load_metric
 
-METRICS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval", "metrics")
 CAPTION_SCORES = ("BLEU_4", "METEOR", "ROUGE_L", "CIDEr-D")
 
 
@@ -65,8 +63,7 @@ def majority_control(train: list[dict], test: list[dict], qa_metric) -> dict[str
 
 
 def evaluate_model(model: Pengi, test: list[dict], train: list[dict], batch_size: int = 64) -> dict[str, Any]:
-    qa_metric = evaluate.load(os.path.join(METRICS, "audio_qa"))
-    caption_metric = evaluate.load(os.path.join(METRICS, "caption_metrics"))
+    qa_metric, caption_metric = load_metric("audio_qa"), load_metric("caption_metrics")
     clips = sorted({r["audio"] for r in test})
     rotated = dict(zip(clips, clips[1:] + clips[:1]))  # every clip gets a different clip's audio
     return {

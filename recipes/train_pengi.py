@@ -19,7 +19,6 @@ import os
 import shutil
 import time
 
-import evaluate
 import torch
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration
@@ -39,6 +38,7 @@ from pengi.data.dataset import (
     readable,
 )
 from pengi.data.manifest import load_manifest
+from pengi.evaluation import load_metric
 from pengi.presets import PRESETS
 
 
@@ -181,7 +181,6 @@ def save_checkpoint(accelerator: Accelerator, folder: str, state: dict, keep_las
 
 
 # ----------------------------------------------------------------------------- validation
-METRICS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval", "metrics")
 
 
 @torch.no_grad()
@@ -209,13 +208,13 @@ def validate(model: Pengi, loader, accelerator: Accelerator, cfg: dict) -> tuple
     scores = {"val/loss": sum(losses) / max(len(losses), 1)}
     if cfg["eval"].get("metrics", True) and preds and accelerator.is_main_process:
         by_prompt = len(set(prompts)) <= 12  # task prompts, not free-form questions: one score for each
-        qa = evaluate.load(os.path.join(METRICS, "audio_qa")).compute(
+        qa = load_metric("audio_qa").compute(
             predictions=preds, references=[[t] for t in truths], question_types=prompts if by_prompt else None)
         scores["val/exact_match"] = qa["accuracy"]
         scores.update({f"val/exact_match/{p}": v["accuracy"] for p, v in qa.get("per_type", {}).items()})
         captions = [(p, t) for q, t, p in zip(prompts, truths, preds) if q.strip() == "generate audio caption"]
         if cfg["eval"].get("caption_metrics") and captions:
-            coco = evaluate.load(os.path.join(METRICS, "caption_metrics")).compute(
+            coco = load_metric("caption_metrics").compute(
                 predictions=[p for p, _ in captions], references=[[t] for _, t in captions], spice=False)
             scores.update({f"val/{k}": v for k, v in coco.items() if isinstance(v, float)})
     model.train()
