@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from transformers import AutoConfig, ClapAudioConfig, PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-# HTSAT as in Pengi and msclap 2023 (Swin-T on a 256x256 folded log-mel image).
-HTSAT_BASE = dict(spec_size=256, window_size=8, num_mel_bins=64, patch_size=4, patch_stride=(4, 4),
-                  patch_embeds_hidden_size=96, depths=[2, 2, 6, 2], num_attention_heads=[4, 8, 16, 32],
-                  hidden_size=768, enable_fusion=False, num_classes=527)
+from .audio_settings import AUDIO_CONFIG_SPEC, HTSAT_BASE, check_audio_settings
+from .encoders import TEXT_POOLING
 
 COMPAT_MODES = (None, "pengi-release")
 LONG_AUDIO_POLICIES = ("center", "start")
@@ -18,7 +16,8 @@ class PengiConfig(PreTrainedConfig):
     r"""Configuration of a [`Pengi`] model.
 
     Sub-configurations:
-        audio_config: HTSAT audio encoder (`ClapAudioConfig`, the CLAP audio tower of transformers).
+        audio_config: the audio tower: HTSAT (`ClapAudioConfig`, the CLAP audio tower of transformers, the
+            default) or CNN14 (`Cnn14Config`).
         lm_config: any causal LM config (`AutoConfig`; GPT-2 base by default).
         prompt_encoder_config: any text encoder config, or `None` to embed prompts with the LM's own
             embedding table and map them with a token-level text mapper (the release's `base_no_text_enc`).
@@ -43,7 +42,7 @@ class PengiConfig(PreTrainedConfig):
 
     model_type = "pengi"
     sub_configs_defaults = {
-        "audio_config": SubConfigSpec(config_class=ClapAudioConfig, init_kwargs=HTSAT_BASE),
+        "audio_config": AUDIO_CONFIG_SPEC,
         "lm_config": SubConfigSpec(config_class=AutoConfig, model_type="gpt2"),
         "prompt_encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_text_model", optional=True),
     }
@@ -97,29 +96,15 @@ class PengiConfig(PreTrainedConfig):
             raise ValueError(f"compat must be one of {COMPAT_MODES}, got {self.compat!r}")
         if self.long_audio not in LONG_AUDIO_POLICIES:
             raise ValueError(f"long_audio must be one of {LONG_AUDIO_POLICIES}, got {self.long_audio!r}")
-        if self.prompt_pooling not in ("pooler", "cls", "last", "mean"):
-            raise ValueError(f"prompt_pooling must be pooler, cls, last or mean, got {self.prompt_pooling!r}")
+        if self.prompt_pooling not in TEXT_POOLING:
+            raise ValueError(f"prompt_pooling must be one of {TEXT_POOLING}, got {self.prompt_pooling!r}")
         if self.append_prompt_tokens and self.prompt_encoder_config is not None:
             raise ValueError("append_prompt_tokens needs prompts in the LM's own tokens: use it with no prompt encoder")
-        if self.audio_config.num_mel_bins != self.n_mels:
-            raise ValueError(f"n_mels ({self.n_mels}) must equal audio_config.num_mel_bins "
-                             f"({self.audio_config.num_mel_bins})")
-        audio = self.audio_config
-        stride = audio.patch_stride[0] if isinstance(audio.patch_stride, (list, tuple)) else audio.patch_stride
-        last_grid = audio.spec_size // stride // 2 ** (len(audio.depths) - 1)
-        if last_grid < audio.window_size:
-            raise ValueError(f"HTSAT's last stage is {last_grid}x{last_grid} patches, smaller than its attention "
-                             f"window ({audio.window_size}): use fewer stages (depths), a larger spec_size or a "
-                             "smaller window_size")
-        frames = self.clip_samples // self.hop_length + 1
-        capacity = self.audio_config.spec_size * (self.audio_config.spec_size // self.n_mels)
-        if frames > capacity:
-            raise ValueError(f"{self.clip_seconds} s at hop {self.hop_length} gives {frames} frames, more than the "
-                             f"HTSAT input holds ({capacity}); shorten clip_seconds or enlarge spec_size")
+        check_audio_settings(self, self.clip_seconds)
 
     @property
     def clip_samples(self) -> int:
         return int(round(self.clip_seconds * self.sample_rate))
 
 
-__all__ = ["PengiConfig"]
+__all__ = ["HTSAT_BASE", "PengiConfig"]

@@ -1,4 +1,4 @@
-"""Audio and prompt encoders: a backbone from transformers plus Pengi's projection to the joint space."""
+"""Audio and text encoders: a backbone plus Pengi's projection to the joint space. Shared by Pengi and CLAP."""
 
 from __future__ import annotations
 
@@ -7,28 +7,47 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, ClapAudioModel
+from transformers import AutoModel, ClapAudioConfig, ClapAudioModel, PreTrainedConfig
 
-from .configuration_pengi import PengiConfig
+from .cnn14 import Cnn14, Cnn14Config
 from .frontend import LogMelSpectrogram
 from .projection import Projection
 
 
-class AudioEncoder(nn.Module):
-    """Waveforms -> log-mel -> HTSAT (transformers' CLAP audio tower, with bn0 over mel bins) -> projection."""
+def audio_backbone(config: PreTrainedConfig) -> nn.Module:
+    """The audio tower named by the type of ``config``: HTSAT (`ClapAudioConfig`) or CNN14 (`Cnn14Config`)."""
+    if isinstance(config, ClapAudioConfig):
+        return ClapAudioModel(config)
+    if isinstance(config, Cnn14Config):
+        return Cnn14(config)
+    raise ValueError(f"unsupported audio encoder config {type(config).__name__}: use ClapAudioConfig (HTSAT) "
+                     "or Cnn14Config")
 
-    def __init__(self, config: PengiConfig):
+
+class AudioEncoder(nn.Module):
+    """Waveforms -> log-mel -> audio tower (HTSAT or CNN14, each with bn0 over mel bins) -> projection.
+
+    ``config`` is a `PengiConfig` or a `CLAPConfig`: both carry the same front-end fields (``sample_rate``,
+    ``n_fft``, ``hop_length``, ``win_length``, ``n_mels``, ``f_min``, ``f_max``), ``audio_config``,
+    ``audio_time_segments``, ``d_proj`` and ``projection_dropout``.
+    """
+
+    def __init__(self, config: PreTrainedConfig):
         super().__init__()
         self.frontend = LogMelSpectrogram(config.sample_rate, config.n_fft, config.hop_length, config.win_length,
                                           config.n_mels, config.f_min, config.f_max)
-        self.base = ClapAudioModel(config.audio_config)
+        self.base = audio_backbone(config.audio_config)
         self.segments = config.audio_time_segments
-        width = self.base.audio_encoder.num_features * self.segments
-        self.projection = Projection(width, config.d_proj, config.projection_dropout)
+        if self.segments > 1 and not isinstance(self.base, ClapAudioModel):
+            raise ValueError("audio_time_segments > 1 needs the HTSAT audio encoder")
+        num_features = self.base.num_features if isinstance(self.base, Cnn14) else self.base.audio_encoder.num_features
+        self.projection = Projection(num_features * self.segments, config.d_proj, config.projection_dropout)
 
     def features(self, waveforms: torch.Tensor) -> torch.Tensor:
         """The backbone's pooled output (or its time-segment means, concatenated), before projection."""
         mel = self.frontend(waveforms).to(self.base.dtype)
+        if isinstance(self.base, Cnn14):
+            return self.base(mel)
         out = self.base(input_features=mel)
         if self.segments == 1:
             return out.pooler_output
@@ -40,28 +59,35 @@ class AudioEncoder(nn.Module):
         return self.projection(self.features(waveforms))
 
 
-class PromptEncoder(nn.Module):
-    """Any transformers text encoder, pooled to one vector per prompt, then projected to the joint space.
+TEXT_POOLING = ("pooler", "cls", "last", "mean")
+
+
+class TextEncoder(nn.Module):
+    """Any transformers text encoder, pooled to one vector per text, then projected to the joint space.
 
     Pooling: ``pooler`` (the model's own pooled output: CLIP's end-of-text token), ``cls`` (first token,
     as msclap's BERT), ``last`` (last real token, as GPT-2 text encoders) or ``mean`` (masked mean).
-    ``clip_text_projection`` is CLIP's bias-free text projection, used by Pengi.
+    ``clip_text_projection`` is CLIP's bias-free text projection, used by Pengi. Pengi's prompt encoder and
+    CLAP's text encoder are both this.
     """
 
-    def __init__(self, config: PengiConfig):
+    def __init__(self, text_config: PreTrainedConfig, pooling: str, clip_text_projection: bool, d_proj: int,
+                 dropout: float):
         super().__init__()
-        self.pooling = config.prompt_pooling
-        self.base = AutoModel.from_config(config.prompt_encoder_config)
-        width = config.prompt_encoder_config.hidden_size
-        self.clip_text_projection = nn.Linear(width, width, bias=False) if config.prompt_text_projection else None
-        self.projection = Projection(width, config.d_proj, config.projection_dropout)
+        if pooling not in TEXT_POOLING:
+            raise ValueError(f"text pooling must be one of {TEXT_POOLING}, got {pooling!r}")
+        self.pooling = pooling
+        self.base = AutoModel.from_config(text_config)
+        width = text_config.hidden_size
+        self.clip_text_projection = nn.Linear(width, width, bias=False) if clip_text_projection else None
+        self.projection = Projection(width, d_proj, dropout)
         self.cache_size = 0
         self._cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
 
     def enable_cache(self, size: int = 4096) -> None:
         """Remember the pooled output of up to ``size`` prompts while the backbone is frozen.
 
-        Training feeds a frozen encoder the same few task prompts at every step; with the cache each is
+        Pengi's training feeds a frozen encoder the same few task prompts at every step; with the cache each is
         encoded once. The cache is skipped whenever the backbone has trainable parameters.
         """
         self.cache_size = size

@@ -1,7 +1,7 @@
 """The Pengi model: audio and prompt become a prefix of LM embeddings, and every task is text generation.
 
     audio  -> AudioEncoder  -> L2 norm -> audio mapper -> audio prefix (audio_prefix_length x d_lm)
-    prompt -> PromptEncoder -> L2 norm -> text mapper  -> text prefix  (text_prefix_length x d_lm)
+    prompt -> TextEncoder  -> L2 norm -> text mapper  -> text prefix  (text_prefix_length x d_lm)
            (or, with no prompt encoder: LM token embeddings -> token-level text mapper)
     LM(inputs_embeds=[audio prefix, text prefix, answer tokens]) -> answer
 
@@ -23,7 +23,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .audio import AudioSource, describe_source
 from .configuration_pengi import PengiConfig
-from .encoders import AudioEncoder, PromptEncoder
+from .encoders import AudioEncoder, TextEncoder
 from .errors import PengiInputError
 from .mapper import TransformerMapper
 from .processing_pengi import PengiProcessor
@@ -48,7 +48,10 @@ class Pengi(PreTrainedModel):
     def __init__(self, config: PengiConfig):
         super().__init__(config)
         self.audio_encoder = AudioEncoder(config)
-        self.prompt_encoder = PromptEncoder(config) if config.prompt_encoder_config is not None else None
+        self.prompt_encoder = None
+        if config.prompt_encoder_config is not None:
+            self.prompt_encoder = TextEncoder(config.prompt_encoder_config, config.prompt_pooling,
+                                              config.prompt_text_projection, config.d_proj, config.projection_dropout)
         self.lm = AutoModelForCausalLM.from_config(config.lm_config)
         if getattr(self.lm, "loss_type", None) is None:  # e.g. GPT2LMHeadModel: its name does not say "ForCausalLM"
             self.lm.loss_type = "ForCausalLM"
