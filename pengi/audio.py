@@ -139,16 +139,21 @@ def _resampler(orig: int, new: int):
 
 
 def fit_length(wave: torch.Tensor, length: int, *, crop: str = "center",
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, pad: str = "repeat") -> torch.Tensor:
     """Fit a 1-D clip to exactly ``length`` samples.
 
-    Short clips are repeated end to end (as Pengi was trained). Long clips are cropped: by default the
-    central window, so the same audio always gives the same output. ``crop="random"`` draws the window from
-    ``generator`` (the published code's behaviour; pass a seeded generator to make it repeatable) and
-    ``crop="start"`` keeps the beginning.
+    Short clips are repeated end to end (``pad="repeat"``, as Pengi and msclap do) or followed by silence
+    (``pad="zeros"``). Long clips are cropped: by default the central window, so the same audio always gives
+    the same output. ``crop="random"`` draws the window from ``generator`` (the published code's behaviour,
+    and CLAP's training augmentation; pass a seeded generator to make it repeatable) and ``crop="start"``
+    keeps the beginning.
     """
     n = wave.shape[-1]
     if n < length:
+        if pad == "zeros":
+            return torch.cat([wave, wave.new_zeros(length - n)])
+        if pad != "repeat":
+            raise ValueError(f"pad must be 'repeat' or 'zeros', got {pad!r}")
         return wave.repeat(math.ceil(length / n))[:length]
     if n == length:
         return wave
@@ -190,3 +195,35 @@ def split_windows(wave: torch.Tensor, sample_rate: int, window: int, hop: int | 
         e = min(s + window, n)
         out.append(Window(s / sample_rate, e / sample_rate, fit_length(wave[s:e], window)))
     return out
+
+
+class ClipLoader:
+    """Loads any `AudioSource` as mono audio at a model's sample rate and fits it to the model's clip length.
+
+    The audio half of every processor (`PengiProcessor`, `CLAPProcessor`), so all models read, mix, crop
+    and pad audio the same way.
+    """
+
+    def __init__(self, sample_rate: int, clip_samples: int, *, mix: str = "mean", crop: str = "center",
+                 pad: str = "repeat", generator: torch.Generator | None = None):
+        self.sample_rate, self.clip_samples = sample_rate, clip_samples
+        self._mix, self._crop, self._pad, self._generator = mix, crop, pad, generator
+
+    def load(self, source: AudioSource, name: str | None = None, offset: float = 0.0,
+             duration: float | None = None) -> torch.Tensor:
+        """A recording (or its excerpt from ``offset`` for ``duration`` seconds) as mono float32 at the model's
+        sample rate, its channels mixed as the model expects."""
+        return load_audio(source, self.sample_rate, name=name, mix=self._mix, offset=offset, duration=duration)
+
+    def clip(self, wave: torch.Tensor) -> torch.Tensor:
+        """Fit a recording to the model's clip length (pad short ones, crop long ones by the policy)."""
+        return fit_length(wave, self.clip_samples, crop=self._crop, generator=self._generator, pad=self._pad)
+
+    def windows(self, wave: torch.Tensor, hop_seconds: float | None = None) -> list[Window]:
+        """Consecutive clip-length windows of a long recording, each with its start and end in seconds."""
+        hop = None if hop_seconds is None else int(round(hop_seconds * self.sample_rate))
+        return split_windows(wave, self.sample_rate, self.clip_samples, hop)
+
+    def waveforms(self, sources: list[AudioSource]) -> torch.Tensor:
+        """Load and fit a batch of sources into ``(batch, clip_samples)``."""
+        return torch.stack([self.clip(self.load(s, describe_source(s, i))) for i, s in enumerate(sources)])

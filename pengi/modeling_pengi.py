@@ -26,6 +26,7 @@ from .configuration_pengi import PengiConfig
 from .encoders import AudioEncoder, TextEncoder
 from .errors import PengiInputError
 from .mapper import TransformerMapper
+from .pretrained import WithProcessor, as_list
 from .processing_pengi import PengiProcessor
 
 DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(__file__), "default_model")
@@ -34,11 +35,12 @@ DESCRIBE_PROMPTS = {"caption": "generate audio caption", "metadata": "generate m
                     "sound_events": "this is a sound of"}
 
 
-class Pengi(PreTrainedModel):
+class Pengi(WithProcessor, PreTrainedModel):
     """Audio-language model: `generate(audio, prompt)` answers a prompt about each clip in text."""
 
     config_class = PengiConfig
     config: PengiConfig
+    processor_class = PengiProcessor
     base_model_prefix = "pengi"
     main_input_name = "waveforms"
     input_modalities = ("audio", "text")
@@ -171,29 +173,21 @@ class Pengi(PreTrainedModel):
         return out.sequences, scores
 
     # ------------------------------------------------------------------ user inputs in, text out
-    def _require_processor(self) -> PengiProcessor:
-        if self.processor is None:
-            reason = getattr(self, "_missing_processor", "")
-            raise RuntimeError("this model has no tokenizer attached: load it with Pengi.from_pretrained(folder) "
-                               "from a folder that holds tokenizer/, or set model.processor = PengiProcessor(...)"
-                               + (f" ({reason})" if reason else ""))
-        return self.processor
-
     def embed_audio(self, audio: AudioSource | Sequence[AudioSource]) -> torch.Tensor:
         """Audio embeddings ``(batch, d_proj)`` for paths, arrays or a mix of them."""
         with torch.inference_mode():
-            return self.audio_embedding(self._require_processor().waveforms(_as_list(audio)))
+            return self.audio_embedding(self._require_processor().waveforms(as_list(audio)))
 
     def embed_prompts(self, prompts: str | Sequence[str]) -> torch.Tensor:
         """Prompt embeddings ``(batch, d_proj)`` (with no prompt encoder: LM token embeddings ``(batch, n, d_lm)``)."""
-        enc = self._require_processor().prompts(_as_list(prompts))
+        enc = self._require_processor().prompts(as_list(prompts))
         with torch.inference_mode():
             return self.prompt_embedding(**enc)
 
     def prefixes(self, audio: AudioSource | Sequence[AudioSource],
                  prompts: str | Sequence[str] = DEFAULT_PROMPT) -> tuple[torch.Tensor, torch.Tensor]:
         """The audio prefix and the text prefix that the LM sees, ``(batch, length, d_lm)`` each."""
-        sources, texts = _pair_up(_as_list(audio), _as_list(prompts))
+        sources, texts = _pair_up(as_list(audio), as_list(prompts))
         proc = self._require_processor()
         enc = proc.prompts(texts)
         with torch.inference_mode():
@@ -212,7 +206,7 @@ class Pengi(PreTrainedModel):
         ``num_return_sequences``, ...). With ``num_return_sequences > 1`` each clip gets a list of strings;
         with ``return_scores`` each string becomes a ``(text, mean log-prob per token)`` pair.
         """
-        sources, texts = _pair_up(_as_list(audio), _as_list(prompts))
+        sources, texts = _pair_up(as_list(audio), as_list(prompts))
         proc = self._require_processor()
         waves = [proc.clip(proc.load(s, describe_source(s, i))) for i, s in enumerate(sources)]
         return self.generate_from_waveforms(waves, texts, batch_size, return_scores, generate_kwargs)
@@ -225,7 +219,7 @@ class Pengi(PreTrainedModel):
 
         Returns, per recording, ``[{"start": s, "end": e, "text": ...}, ...]`` with times in seconds.
         """
-        sources, texts = _pair_up(_as_list(audio), _as_list(prompts))
+        sources, texts = _pair_up(as_list(audio), as_list(prompts))
         proc = self._require_processor()
         spans, waves, wave_prompts = [], [], []
         for i, (source, prompt) in enumerate(zip(sources, texts)):
@@ -238,7 +232,7 @@ class Pengi(PreTrainedModel):
 
     def describe(self, audio: AudioSource | Sequence[AudioSource], **generate_kwargs: Any) -> list[dict[str, str]]:
         """Caption, metadata and sound events of each clip (Pengi's three describe prompts), one dict per clip."""
-        sources = _as_list(audio)
+        sources = as_list(audio)
         proc = self._require_processor()
         waves = torch.stack([proc.clip(proc.load(s, describe_source(s, i))) for i, s in enumerate(sources)])
         with torch.inference_mode():
@@ -282,32 +276,7 @@ class Pengi(PreTrainedModel):
         """Load a model folder (or hub name); with no name, the small default model shipped inside pengi."""
         if pretrained_model_name_or_path is None:
             pretrained_model_name_or_path = DEFAULT_MODEL_DIR
-        if os.path.isdir(pretrained_model_name_or_path) is False and os.path.exists(pretrained_model_name_or_path):
-            raise PengiInputError(str(pretrained_model_name_or_path), "is a file; give the model folder")
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model.apply_freezing()
-        tok_kwargs = {k: kwargs[k] for k in ("cache_dir", "local_files_only", "revision", "token") if k in kwargs}
-        try:
-            model.processor = PengiProcessor.from_pretrained(pretrained_model_name_or_path, model.config, **tok_kwargs)
-        except (OSError, ValueError) as err:  # weights without tokenizers still load, for tensor-level use
-            model.processor = None
-            model._missing_processor = f"{pretrained_model_name_or_path}: {err}"
-        return model
-
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if self.processor is not None:
-            self.processor.save_pretrained(save_directory)
-
-
-def _as_list(x: Any) -> list[Any]:
-    if isinstance(x, (str, os.PathLike, tuple, dict)):
-        return [x]
-    if isinstance(x, list):
-        return x
-    if isinstance(x, Sequence):
-        return list(x)
-    return [x]
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 
 def _pair_up(sources: list[Any], prompts: list[str]) -> tuple[list[Any], list[str]]:

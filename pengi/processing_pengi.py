@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .audio import AudioSource, Window, describe_source, fit_length, load_audio, split_windows
+from .audio import AudioSource, ClipLoader
 from .configuration_pengi import PengiConfig
 from .errors import PengiInputError
 
@@ -18,7 +18,7 @@ PROMPT_TOKENIZER_DIR = "prompt_tokenizer"
 RELEASE_PROMPT_SUFFIX = " <|endoftext|>"
 
 
-class PengiProcessor:
+class PengiProcessor(ClipLoader):
     """Holds the LM tokenizer, the prompt encoder's tokenizer (if any) and the audio settings of a model.
 
     Saved beside the weights as ``tokenizer/`` and ``prompt_tokenizer/``.
@@ -34,11 +34,11 @@ class PengiProcessor:
             tokenizer.pad_token = tokenizer.eos_token
         self.prompt_tokenizer = prompt_tokenizer
         compat = config.compat == "pengi-release"
-        self._mix = "concat" if compat else "mean"
-        self._crop = "random" if compat else config.long_audio
-        self._generator = None
+        generator = None
         if compat and config.release_crop_seed is not None:
-            self._generator = torch.Generator().manual_seed(config.release_crop_seed)
+            generator = torch.Generator().manual_seed(config.release_crop_seed)
+        super().__init__(config.sample_rate, config.clip_samples, mix="concat" if compat else "mean",
+                         crop="random" if compat else config.long_audio, generator=generator)
 
     # ----- saving and loading -----
     @classmethod
@@ -53,26 +53,6 @@ class PengiProcessor:
         self.tokenizer.save_pretrained(os.path.join(path, TOKENIZER_DIR))
         if self.prompt_tokenizer is not None:
             self.prompt_tokenizer.save_pretrained(os.path.join(path, PROMPT_TOKENIZER_DIR))
-
-    # ----- audio -----
-    def load(self, source: AudioSource, name: str | None = None, offset: float = 0.0,
-             duration: float | None = None) -> torch.Tensor:
-        """A recording (or its excerpt from ``offset`` for ``duration`` seconds) as mono float32 at the model's
-        sample rate, its channels mixed as the model expects."""
-        return load_audio(source, self.config.sample_rate, name=name, mix=self._mix, offset=offset, duration=duration)
-
-    def clip(self, wave: torch.Tensor) -> torch.Tensor:
-        """Fit a recording to the model's clip length (repeat short ones, crop long ones by the policy)."""
-        return fit_length(wave, self.config.clip_samples, crop=self._crop, generator=self._generator)
-
-    def windows(self, wave: torch.Tensor, hop_seconds: float | None = None) -> list[Window]:
-        """Consecutive clip-length windows of a long recording, each with its start and end in seconds."""
-        hop = None if hop_seconds is None else int(round(hop_seconds * self.config.sample_rate))
-        return split_windows(wave, self.config.sample_rate, self.config.clip_samples, hop)
-
-    def waveforms(self, sources: Sequence[AudioSource]) -> torch.Tensor:
-        """Load and fit a batch of sources into ``(batch, clip_samples)``."""
-        return torch.stack([self.clip(self.load(s, describe_source(s, i))) for i, s in enumerate(sources)])
 
     # ----- text -----
     @staticmethod
