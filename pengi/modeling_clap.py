@@ -154,7 +154,7 @@ class CLAP(WithProcessor, PreTrainedModel):
 
     def similarity(self, audio: AudioSource | Sequence[AudioSource], texts: str | Sequence[str]) -> torch.Tensor:
         """Cosine similarity of every clip with every text, ``(n_audio, n_text)``."""
-        return self.embed_audio(audio) @ self.embed_text(texts).T.clone()
+        return self.embed_audio(audio) @ self.embed_text(texts).T
 
     def zero_shot(self, audio: AudioSource | Sequence[AudioSource], labels: Sequence[str],
                   template: str = DEFAULT_TEMPLATE, multi_label: bool = False,
