@@ -215,8 +215,13 @@ class ClipLoader:
         sample rate, its channels mixed as the model expects."""
         return load_audio(source, self.sample_rate, name=name, mix=self._mix, offset=offset, duration=duration)
 
-    def clip(self, wave: torch.Tensor) -> torch.Tensor:
-        """Fit a recording to the model's clip length (pad short ones, crop long ones by the policy)."""
+    def clip(self, wave: torch.Tensor, random_crop: torch.Generator | None = None) -> torch.Tensor:
+        """Fit a recording to the model's clip length (pad short ones, crop long ones by the policy).
+
+        ``random_crop``: crop long recordings at a place drawn from this generator instead (training).
+        """
+        if random_crop is not None:
+            return fit_length(wave, self.clip_samples, crop="random", generator=random_crop, pad=self._pad)
         return fit_length(wave, self.clip_samples, crop=self._crop, generator=self._generator, pad=self._pad)
 
     def windows(self, wave: torch.Tensor, hop_seconds: float | None = None) -> list[Window]:

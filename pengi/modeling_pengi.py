@@ -75,6 +75,23 @@ class Pengi(WithProcessor, PreTrainedModel):
             if module is not None and getattr(self.config, f"freeze_{name}"):
                 module.requires_grad_(False)
 
+    def load_clap_encoders(self, clap: nn.Module) -> list[str]:
+        """Start from a trained `CLAP`'s encoders, as Pengi starts from CLAP's: its audio encoder (front end,
+        tower, projection) always, its text encoder too when this model has a prompt encoder. The shapes must
+        match exactly. Returns the parts copied."""
+        parts = [("audio_encoder", self.audio_encoder, clap.audio_encoder)]
+        if self.prompt_encoder is not None:
+            parts.append(("prompt_encoder", self.prompt_encoder, clap.text_encoder))
+        for name, target, source in parts:
+            ours, theirs = target.state_dict(), source.state_dict()
+            wrong = sorted(k for k in ours.keys() | theirs.keys()
+                           if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape)
+            if wrong:
+                raise ValueError(f"the CLAP model's {name} does not match this model's: {', '.join(wrong[:8])}"
+                                 + (f" and {len(wrong) - 8} more" if len(wrong) > 8 else ""))
+            target.load_state_dict(theirs)
+        return [name for name, _, _ in parts]
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, TransformerMapper):

@@ -69,7 +69,10 @@ def clap_htsat_gpt2(**overrides: Any) -> CLAPConfig:
 
 
 def clap_tiny(vocab_size: int, **overrides: Any) -> CLAPConfig:
-    """A CLAP of a few hundred thousand parameters for tests: tiny HTSAT and BERT, 16 kHz, 1 s clips."""
+    """A small CLAP for tests and CPU demos: tiny HTSAT and BERT (of ``vocab_size`` tokens), 16 kHz, 1 s clips.
+    A ``text_config`` given as a dict gets ``vocab_size`` too."""
+    if isinstance(overrides.get("text_config"), dict):
+        overrides["text_config"] = {"vocab_size": vocab_size, **overrides["text_config"]}
     values: dict[str, Any] = dict(
         audio_config=ClapAudioConfig(spec_size=64, window_size=4, num_mel_bins=16, patch_size=4,
                                      patch_stride=(4, 4), patch_embeds_hidden_size=16, depths=[1, 1],

@@ -13,21 +13,16 @@ it resumes from the newest complete checkpoint, also after being killed.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import shutil
-import time
 
 import torch
-import yaml
-from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import gather_object, set_seed
+from accelerate import Accelerator
+from accelerate.utils import gather_object
 from datasets.distributed import split_dataset_by_node
-from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
+from training_loop import make_accelerator, parse_args, run
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from pengi import Pengi, PengiProcessor
+from pengi import CLAP, Pengi, PengiProcessor
 from pengi.data.dataset import (
     AudioTextDataset,
     DurationBucketBatchSampler,
@@ -40,30 +35,6 @@ from pengi.data.dataset import (
 from pengi.data.manifest import load_manifest
 from pengi.evaluation import load_metric
 from pengi.presets import PRESETS
-
-
-# ----------------------------------------------------------------------------- config
-def load_config(path: str, overrides: list[str]) -> dict:
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
-    for item in overrides:
-        key, _, value = item.partition("=")
-        node = cfg
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = _number_or_value(yaml.safe_load(value))
-    return cfg
-
-
-def _number_or_value(value):
-    """YAML 1.1 reads ``3e-3`` as a string; take it as the number a user meant."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 # ----------------------------------------------------------------------------- model
@@ -89,6 +60,9 @@ def build_model(cfg: dict) -> Pengi:
         if spec.get("prompt_encoder_from"):
             model.prompt_encoder.base.load_state_dict(AutoModel.from_pretrained(spec["prompt_encoder_from"]).state_dict())
         model.processor = PengiProcessor(config, tokenizer, prompt_tokenizer)
+    if spec.get("clap_from"):  # encoders pretrained contrastively (recipes/train_clap.py)
+        copied = model.load_clap_encoders(CLAP.from_pretrained(spec["clap_from"]))
+        print(f"initialised {', '.join(copied)} from the CLAP model {spec['clap_from']}")
 
     trainable = cfg["train"]["trainable"]
     model.requires_grad_(False)
@@ -153,43 +127,15 @@ def build_data(cfg: dict, processor: PengiProcessor, seed: int, accelerator: Acc
     return epoch_batches, val
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def latest_checkpoint(folder: str) -> str | None:
-    if not os.path.isdir(folder):
-        return None
-    done = sorted(d for d in os.listdir(folder) if d.startswith("step_"))
-    return os.path.join(folder, done[-1]) if done else None
-
-
-def save_checkpoint(accelerator: Accelerator, folder: str, state: dict, keep_last: int) -> None:
-    """Write to a temporary folder, then rename: a checkpoint folder named step_N is always complete."""
-    final = os.path.join(folder, f"step_{state['step']:08d}")
-    tmp = os.path.join(folder, f".tmp_step_{state['step']:08d}")
-    if accelerator.is_main_process and os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(tmp)
-    if accelerator.is_main_process:
-        with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
-            json.dump(state, f)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in sorted(d for d in os.listdir(folder) if d.startswith("step_"))[:-keep_last]:
-            shutil.rmtree(os.path.join(folder, old))
-    accelerator.wait_for_everyone()
-
-
 # ----------------------------------------------------------------------------- validation
 
 
 @torch.no_grad()
-def validate(model: Pengi, loader, accelerator: Accelerator, cfg: dict) -> tuple[dict[str, float], list]:
+def validate(model: Pengi, loader, accelerator: Accelerator, cfg: dict) -> tuple[dict[str, float], list[str]]:
     """Validation loss, and with ``eval.metrics`` greedy answers scored against the references: exact match
     (ClothoAQA normalisation; per prompt when there are only a few distinct prompts) and, with
     ``eval.caption_metrics``, the COCO caption metrics of the "generate audio caption" rows.
-    Returns the scores and a few (prompt, reference, generated) samples."""
-    model.eval()
+    Returns the scores and a few samples (prompt, reference, generated) to print."""
     unwrapped = accelerator.unwrap_model(model)
     proc = unwrapped.processor
     prompt_tok = proc.prompt_tokenizer or proc.tokenizer
@@ -217,98 +163,23 @@ def validate(model: Pengi, loader, accelerator: Accelerator, cfg: dict) -> tuple
             coco = load_metric("caption_metrics").compute(
                 predictions=[p for p, _ in captions], references=[[t] for _, t in captions], spice=False)
             scores.update({f"val/{k}": v for k, v in coco.items() if isinstance(v, float)})
-    model.train()
-    return scores, list(zip(prompts, truths, preds))[: cfg["eval"].get("samples", 4)]
+    samples = list(zip(prompts, truths, preds))[: cfg["eval"].get("samples", 4)]
+    return scores, [f"[{prompt}] reference: {truth!r}  generated: {pred!r}" for prompt, truth, pred in samples]
 
 
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.set)
-    out, opt_cfg, seed = cfg["output_dir"], cfg["optim"], cfg.get("seed", 0)
-
-    accelerator = Accelerator(mixed_precision=cfg.get("precision", "no"),
-                              gradient_accumulation_steps=opt_cfg.get("grad_accum", 1),
-                              log_with=cfg["log"].get("tracker", "tensorboard"), project_dir=out,
-                              dataloader_config=DataLoaderConfiguration(split_batches=True))
-    set_seed(seed)
+    cfg = parse_args(__doc__, argv)
+    accelerator = make_accelerator(cfg)
     model = build_model(cfg)
-    processor = model.processor
-    epoch_batches, val_loader = build_data(cfg, processor, seed, accelerator)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=opt_cfg["lr"], weight_decay=opt_cfg.get("weight_decay", 0.01),
-                                  betas=tuple(opt_cfg.get("betas", (0.9, 0.999))))
-    scheduler = get_cosine_schedule_with_warmup(optimizer, opt_cfg.get("warmup_steps", 0), opt_cfg["max_steps"])
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-
-    ckpt_dir = os.path.join(out, "checkpoints")
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
-    resume = latest_checkpoint(ckpt_dir)
-    if resume:
-        accelerator.load_state(resume)
-        with open(os.path.join(resume, "trainer_state.json")) as f:
-            state = json.load(f)
-        accelerator.print(f"resumed from {resume} (step {state['step']})")
-    accelerator.init_trackers(cfg.get("run_name", "pengi"), config={k: v for k, v in cfg.items()
-                                                                     if isinstance(v, (int, float, str, bool))})
-    accelerator.print(f"trainable parameters: {sum(p.numel() for p in params):,}")
-
-    model.train()
-    max_steps = opt_cfg["max_steps"]
-    bar = tqdm(total=max_steps, initial=state["step"], desc="training", disable=not accelerator.is_main_process)
-    started, seen = time.time(), 0
-    while state["step"] < max_steps:
-        for batch in epoch_batches(state["epoch"], state["batch_in_epoch"]):
-            # Every process skips together when any got a batch with no readable audio (all logged).
-            if accelerator.reduce(torch.tensor(int(not batch), device=accelerator.device), "sum").item():
-                state["batch_in_epoch"] += 1
-                continue
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and opt_cfg.get("max_grad_norm"):
-                    accelerator.clip_grad_norm_(params, opt_cfg["max_grad_norm"])
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            state["batch_in_epoch"] += 1
-            seen += batch["waveforms"].shape[0] * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            state["step"] += 1
-            bar.update(1)
-            step = state["step"]
-            if step % cfg["log"].get("every", 10) == 0 or step == max_steps:
-                mean_loss = accelerator.gather(loss.detach()).mean().item()
-                rate = seen / (time.time() - started)
-                accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
-                                 "train/samples_per_s": rate}, step=step)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:.1f}")
-            if val_loader is not None and (step % cfg["eval"]["every"] == 0 or step == max_steps):
-                scores, samples = validate(model, val_loader, accelerator, cfg)
-                accelerator.log(scores, step=step)
-                accelerator.print(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-                for prompt, truth, pred in samples:
-                    accelerator.print(f"  [{prompt}] reference: {truth!r}  generated: {pred!r}")
-            if step % cfg["checkpoint"]["every"] == 0 or step == max_steps:
-                save_checkpoint(accelerator, ckpt_dir, state, cfg["checkpoint"].get("keep_last", 3))
-            if step >= max_steps:
-                break
-        else:
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-    bar.close()
-
-    accelerator.wait_for_everyone()
+    epoch_batches, val_loader = build_data(cfg, model.processor, cfg.get("seed", 0), accelerator)
+    validate_fn = None if val_loader is None else (lambda m: validate(m, val_loader, accelerator, cfg))
+    final = run(cfg, accelerator, model, epoch_batches, validate_fn)
     if accelerator.is_main_process:
-        final = accelerator.unwrap_model(model)
         if cfg["train"].get("lora"):
             final.lm = final.lm.merge_and_unload()
-        final.save_pretrained(os.path.join(out, "final"))
-        accelerator.print(f"saved {os.path.join(out, 'final')}")
+        final.save_pretrained(os.path.join(cfg["output_dir"], "final"))
+        accelerator.print(f"saved {os.path.join(cfg['output_dir'], 'final')}")
     accelerator.end_training()
 
 

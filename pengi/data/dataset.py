@@ -12,29 +12,28 @@ import datasets
 import soundfile as sf
 import torch
 
-from ..audio import fit_length
+from ..audio import ClipLoader
 from ..errors import PengiInputError
+from ..processing_clap import CLAPProcessor
 from ..processing_pengi import PengiProcessor
 
 log = logging.getLogger("pengi")
 
 
-def decode_example(row: Mapping[str, Any], index: int, processor: PengiProcessor, train: bool, seed: int,
+def decode_example(row: Mapping[str, Any], index: int, processor: ClipLoader, train: bool, seed: int,
                    epoch: int) -> dict[str, Any] | None:
     """Decode, resample and fit one manifest row's audio; None (and a log line) when it cannot be read.
 
     Training crops of long clips are random but seeded by ``(seed, epoch, index)``, so a resumed run sees the
     same crops; evaluation uses the model's deterministic policy.
     """
-    cfg = processor.config
     try:
         wave = processor.load(row["audio"], offset=row.get("offset") or 0.0, duration=row.get("duration"))
     except PengiInputError as err:
         log.warning("skipping example %d: %s", index, err)
         return None
     if train:
-        generator = torch.Generator().manual_seed(hash((seed, epoch, index)) % 2**63)
-        wave = fit_length(wave, cfg.clip_samples, crop="random", generator=generator)
+        wave = processor.clip(wave, random_crop=torch.Generator().manual_seed(hash((seed, epoch, index)) % 2**63))
     else:
         wave = processor.clip(wave)
     return {"waveform": wave, "prompt": row["prompt"], "answer": row["answer"]}
@@ -46,7 +45,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
     A row whose audio cannot be read is dropped from its batch by `PengiCollator`, never fatal.
     """
 
-    def __init__(self, rows: datasets.Dataset, processor: PengiProcessor, train: bool = True, seed: int = 0):
+    def __init__(self, rows: datasets.Dataset, processor: ClipLoader, train: bool = True, seed: int = 0):
         self.rows, self.processor, self.train, self.seed = rows, processor, train, seed
         self.epoch = 0
 
@@ -67,7 +66,7 @@ class StreamingAudioTextDataset(torch.utils.data.IterableDataset):
     same shuffled order (`datasets`' own ``skip`` changes the order of a shuffled stream); exact when every
     skipped row decoded, since rows that fail are counted but yield no example."""
 
-    def __init__(self, rows: datasets.IterableDataset, processor: PengiProcessor, seed: int = 0, skip_rows: int = 0):
+    def __init__(self, rows: datasets.IterableDataset, processor: ClipLoader, seed: int = 0, skip_rows: int = 0):
         self.rows, self.processor, self.seed, self.skip_rows = rows, processor, seed, skip_rows
         self.epoch = 0
 
@@ -97,6 +96,21 @@ class PengiCollator:
         batch = {"waveforms": torch.stack([x["waveform"] for x in items])}
         batch.update(self.processor.prompts([x["prompt"] for x in items]))
         batch.update(self.processor.answers([x["answer"] for x in items]))
+        return batch
+
+
+class CLAPCollator:
+    """Stack waveforms and tokenize the texts (each row's ``answer``) for `CLAP`; drops unreadable rows."""
+
+    def __init__(self, processor: CLAPProcessor):
+        self.processor = processor
+
+    def __call__(self, items: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor]:
+        items = [x for x in items if x is not None]
+        if not items:
+            return {}
+        batch = {"waveforms": torch.stack([x["waveform"] for x in items])}
+        batch.update(self.processor.texts([x["answer"] for x in items]))
         return batch
 
 

@@ -1,0 +1,179 @@
+"""What every training recipe shares: YAML config with ``--set`` overrides, accelerate set-up, AdamW with
+warm-up and cosine decay, atomic checkpoints with exact resume, and the step loop with logs and validation.
+
+A recipe (train_pengi.py, train_clap.py, ...) builds its model and data and calls `run`; the model's
+``forward`` must return an output with ``.loss``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+
+import torch
+import yaml
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+
+# ----------------------------------------------------------------------------- config
+def load_config(path: str, overrides: list[str]) -> dict:
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    for item in overrides:
+        key, _, value = item.partition("=")
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = _number_or_value(yaml.safe_load(value))
+    return cfg
+
+
+def _number_or_value(value):
+    """YAML 1.1 reads ``3e-3`` as a string; take it as the number a user meant."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_args(doc: str, argv: list[str] | None = None) -> dict:
+    """``--config FILE --set key.sub=value ...`` -> the config."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
+    args = parser.parse_args(argv)
+    return load_config(args.config, args.set)
+
+
+def make_accelerator(cfg: dict) -> Accelerator:
+    """The run's accelerator (precision, accumulation, tracker, batches split across processes), seed set."""
+    accelerator = Accelerator(mixed_precision=cfg.get("precision", "no"),
+                              gradient_accumulation_steps=cfg["optim"].get("grad_accum", 1),
+                              log_with=cfg["log"].get("tracker", "tensorboard"), project_dir=cfg["output_dir"],
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+    set_seed(cfg.get("seed", 0))
+    return accelerator
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def latest_checkpoint(folder: str) -> str | None:
+    if not os.path.isdir(folder):
+        return None
+    done = sorted(d for d in os.listdir(folder) if d.startswith("step_"))
+    return os.path.join(folder, done[-1]) if done else None
+
+
+def save_checkpoint(accelerator: Accelerator, folder: str, state: dict, keep_last: int) -> None:
+    """Write to a temporary folder, then rename: a checkpoint folder named step_N is always complete."""
+    final = os.path.join(folder, f"step_{state['step']:08d}")
+    tmp = os.path.join(folder, f".tmp_step_{state['step']:08d}")
+    if accelerator.is_main_process and os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(tmp)
+    if accelerator.is_main_process:
+        with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
+            json.dump(state, f)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in sorted(d for d in os.listdir(folder) if d.startswith("step_"))[:-keep_last]:
+            shutil.rmtree(os.path.join(folder, old))
+    accelerator.wait_for_everyone()
+
+
+# ----------------------------------------------------------------------------- the loop
+EpochBatches = Callable[[int, int], Iterable[dict]]
+Validate = Callable[[torch.nn.Module], tuple[dict[str, float], list[str]]]
+
+
+def run(cfg: dict, accelerator: Accelerator, model: torch.nn.Module, epoch_batches: EpochBatches,
+        validate: Validate | None = None, extra_logs: Callable[[torch.nn.Module], dict] | None = None
+        ) -> torch.nn.Module:
+    """Train ``model``'s trainable parameters for ``optim.max_steps`` optimizer steps; returns the unwrapped model.
+
+    ``epoch_batches(epoch, skip)`` yields one epoch's batches after its first ``skip`` (exact resume).
+    ``validate(model)`` returns scores to log and lines to print, every ``eval.every`` steps.
+    ``extra_logs(unwrapped_model)`` adds values to each training log line.
+    Resumes from the newest complete checkpoint in ``output_dir/checkpoints``.
+    """
+    out, opt_cfg = cfg["output_dir"], cfg["optim"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=opt_cfg["lr"], weight_decay=opt_cfg.get("weight_decay", 0.01),
+                                  betas=tuple(opt_cfg.get("betas", (0.9, 0.999))))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, opt_cfg.get("warmup_steps", 0), opt_cfg["max_steps"])
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    ckpt_dir = os.path.join(out, "checkpoints")
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
+    resume = latest_checkpoint(ckpt_dir)
+    if resume:
+        accelerator.load_state(resume)
+        with open(os.path.join(resume, "trainer_state.json")) as f:
+            state = json.load(f)
+        accelerator.print(f"resumed from {resume} (step {state['step']})")
+    accelerator.init_trackers(cfg.get("run_name", "run"), config={k: v for k, v in cfg.items()
+                                                                  if isinstance(v, (int, float, str, bool))})
+    accelerator.print(f"trainable parameters: {sum(p.numel() for p in params):,}")
+
+    model.train()
+    max_steps = opt_cfg["max_steps"]
+    bar = tqdm(total=max_steps, initial=state["step"], desc="training", disable=not accelerator.is_main_process)
+    started, seen = time.time(), 0
+    while state["step"] < max_steps:
+        for batch in epoch_batches(state["epoch"], state["batch_in_epoch"]):
+            # Every process skips together when any got a batch with no readable audio (all logged).
+            if accelerator.reduce(torch.tensor(int(not batch), device=accelerator.device), "sum").item():
+                state["batch_in_epoch"] += 1
+                continue
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and opt_cfg.get("max_grad_norm"):
+                    accelerator.clip_grad_norm_(params, opt_cfg["max_grad_norm"])
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            state["batch_in_epoch"] += 1
+            seen += batch["waveforms"].shape[0] * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            bar.update(1)
+            step = state["step"]
+            if step % cfg["log"].get("every", 10) == 0 or step == max_steps:
+                mean_loss = accelerator.gather(loss.detach()).mean().item()
+                rate = seen / (time.time() - started)
+                logs = {"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/samples_per_s": rate}
+                if extra_logs is not None:
+                    logs.update(extra_logs(accelerator.unwrap_model(model)))
+                accelerator.log(logs, step=step)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:.1f}")
+            if validate is not None and (step % cfg["eval"]["every"] == 0 or step == max_steps):
+                model.eval()
+                scores, lines = validate(model)
+                model.train()
+                accelerator.log(scores, step=step)
+                accelerator.print(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+                for line in lines:
+                    accelerator.print(f"  {line}")
+            if step % cfg["checkpoint"]["every"] == 0 or step == max_steps:
+                save_checkpoint(accelerator, ckpt_dir, state, cfg["checkpoint"].get("keep_last", 3))
+            if step >= max_steps:
+                break
+        else:
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+    bar.close()
+    accelerator.wait_for_everyone()
+    return accelerator.unwrap_model(model)
