@@ -58,6 +58,20 @@ class AudioEncoder(nn.Module):
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         return self.projection(self.features(waveforms))
 
+    @property
+    def has_frames(self) -> bool:
+        return isinstance(self.base, ClapAudioModel) and self.segments == 1
+
+    def frame_features(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """HTSAT's time-ordered output (mean over frequency), each frame mapped by the projection:
+        ``(batch, frames, d_proj)``, frame-level features in the joint space. Needs ``audio_time_segments`` 1,
+        where the clip embedding is the projection of these frames' mean."""
+        if not self.has_frames:
+            raise ValueError("frame features need the HTSAT audio encoder with audio_time_segments 1")
+        mel = self.frontend(waveforms).to(self.base.dtype)
+        frames = self.base(input_features=mel).last_hidden_state.mean(dim=2).transpose(1, 2)
+        return self.projection(frames)
+
 
 TEXT_POOLING = ("pooler", "cls", "last", "mean")
 
@@ -113,7 +127,9 @@ class TextEncoder(nn.Module):
         return torch.stack([self._cache[k] for k in keys])
 
     def _pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.base(input_ids=input_ids, attention_mask=attention_mask)
+        return self._pool_output(self.base(input_ids=input_ids, attention_mask=attention_mask), attention_mask)
+
+    def _pool_output(self, out, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = out.last_hidden_state
         if self.pooling == "pooler":
             return out.pooler_output
@@ -125,8 +141,25 @@ class TextEncoder(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pooled = self.pool(input_ids, attention_mask)
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
         if self.clip_text_projection is not None:
             pooled = self.clip_text_projection(pooled)
         return self.projection(pooled)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.project(self.pool(input_ids, attention_mask))
+
+    def from_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Like `forward`, from input token embeddings (which may hold learned prompt vectors) instead of ids."""
+        if self.pooling == "pooler":
+            raise ValueError("pooling 'pooler' needs token ids (CLIP pools at its end-of-text id); use another")
+        out = self.base(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+        return self.project(self._pool_output(out, attention_mask))
+
+    def token_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Every token's hidden state mapped by the projection: ``(batch, tokens, d_proj)``, token-level
+        features in the joint space (padding positions included; mask them with ``attention_mask``)."""
+        hidden = self.base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.clip_text_projection is not None:
+            hidden = self.clip_text_projection(hidden)
+        return self.projection(hidden)

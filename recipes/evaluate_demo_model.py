@@ -34,7 +34,7 @@ def predict(model: Pengi, rows: list[dict], audio_of: dict[str, str], batch_size
 def score(rows: list[dict], preds: list[str], qa_metric, caption_metric) -> dict[str, Any]:
     out: dict[str, Any] = {}
     caps = [(p, r["answer"]) for r, p in zip(rows, preds) if r["task"] == "caption"]
-    if caps:
+    if caps and caption_metric is not None:
         coco = caption_metric.compute(predictions=[p for p, _ in caps], references=[[t] for _, t in caps],
                                       spice=False)
         out["caption"] = {k: coco[k] for k in CAPTION_SCORES if k in coco}
@@ -62,8 +62,10 @@ def majority_control(train: list[dict], test: list[dict], qa_metric) -> dict[str
     return {"qa": {"accuracy": result["accuracy"], **{t: v["accuracy"] for t, v in result["per_type"].items()}}}
 
 
-def evaluate_model(model: Pengi, test: list[dict], train: list[dict], batch_size: int = 64) -> dict[str, Any]:
-    qa_metric, caption_metric = load_metric("audio_qa"), load_metric("caption_metrics")
+def evaluate_model(model: Pengi, test: list[dict], train: list[dict], batch_size: int = 64,
+                   caption_metrics: bool = True) -> dict[str, Any]:
+    qa_metric = load_metric("audio_qa")
+    caption_metric = load_metric("caption_metrics") if caption_metrics else None
     clips = sorted({r["audio"] for r in test})
     rotated = dict(zip(clips, clips[1:] + clips[:1]))  # every clip gets a different clip's audio
     return {
@@ -101,13 +103,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="report .json (a .md table is written beside it)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N clips only")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-caption-metrics", action="store_true", help="skip the COCO metrics (they need Java)")
     args = parser.parse_args(argv)
     test = list(load_manifest(args.test))
     if args.limit:
         keep = set(sorted({r["audio"] for r in test})[: args.limit])
         test = [r for r in test if r["audio"] in keep]
-    model = Pengi.from_pretrained(args.model).eval()
-    report = evaluate_model(model, test, list(load_manifest(args.train)), args.batch_size)
+    model = Pengi.from_pretrained(args.model).to(args.device).eval()
+    report = evaluate_model(model, test, list(load_manifest(args.train)), args.batch_size,
+                            caption_metrics=not args.no_caption_metrics)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
