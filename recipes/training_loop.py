@@ -55,9 +55,23 @@ def parse_args(doc: str, argv: list[str] | None = None) -> dict:
     return load_config(args.config, args.set)
 
 
+def mixed_precision(cfg: dict) -> str | None:
+    """The config's ``precision`` when it sets one, else None: the launcher's choice (``accelerate launch
+    --mixed_precision bf16`` or a ``recipes/accelerate`` file), or no mixed precision without a launcher."""
+    precision = cfg.get("precision")
+    if precision is None:
+        return None
+    precision = "no" if precision is False else str(precision)  # YAML reads a bare no as false
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launcher and launcher != str(precision):
+        print(f"note: the config's precision {precision!r} overrides the launcher's {launcher!r} "
+              f"(leave precision out of the config, or --set precision={launcher}, to use the launcher's)")
+    return precision
+
+
 def make_accelerator(cfg: dict) -> Accelerator:
     """The run's accelerator (precision, accumulation, tracker, batches split across processes), seed set."""
-    accelerator = Accelerator(mixed_precision=cfg.get("precision", "no"),
+    accelerator = Accelerator(mixed_precision=mixed_precision(cfg),
                               gradient_accumulation_steps=cfg["optim"].get("grad_accum", 1),
                               log_with=cfg["log"].get("tracker", "tensorboard"), project_dir=cfg["output_dir"],
                               dataloader_config=DataLoaderConfiguration(split_batches=True))
@@ -124,7 +138,8 @@ def run(cfg: dict, accelerator: Accelerator, model: torch.nn.Module, epoch_batch
         accelerator.print(f"resumed from {resume} (step {state['step']})")
     accelerator.init_trackers(cfg.get("run_name", "run"), config={k: v for k, v in cfg.items()
                                                                   if isinstance(v, (int, float, str, bool))})
-    accelerator.print(f"trainable parameters: {sum(p.numel() for p in params):,}")
+    accelerator.print(f"trainable parameters: {sum(p.numel() for p in params):,}; "
+                      f"mixed precision: {accelerator.mixed_precision}")
 
     model.train()
     max_steps = opt_cfg["max_steps"]

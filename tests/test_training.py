@@ -139,6 +139,20 @@ def test_lora_on_the_lm_trains_and_saves_a_merged_model(tmp_path, synthetic):
     assert torch.equal(saved[encoder], initial[encoder])  # not in train.trainable
 
 
+def test_launcher_mixed_precision_reaches_the_recipe(tmp_path, synthetic):
+    # pengi-tiny.yaml leaves precision to the launcher: `accelerate launch --mixed_precision bf16` trains in bf16
+    # (a config value of "no" used to override it silently, and GPU runs trained in fp32).
+    launcher = (sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+                "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no")
+    common = ("optim.max_steps=2", "data.batch_size=8", "checkpoint.every=1000", "eval.every=1000",
+              "eval.metrics=false")
+    result = run_training(train_cmd(tmp_path / "bf16", synthetic, *common, launcher=launcher))
+    assert "mixed precision: bf16" in result.stdout
+    # A config value still wins, with a note; a bare `no` (YAML's false) means no mixed precision.
+    result = run_training(train_cmd(tmp_path / "no", synthetic, *common, "precision=no", launcher=launcher))
+    assert "mixed precision: no" in result.stdout and "overrides the launcher's 'bf16'" in result.stdout
+
+
 def test_accelerate_launch_configs_are_valid():
     from accelerate.commands.config.config_args import load_config_from_file
 
