@@ -13,6 +13,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .batch_io import Job, ResultWriter, find_jobs, prefetched
+from .convert_clap import add_convert_parsers
 from .convert_pengi import add_convert_parser
 from .data.adapters import ADAPTERS
 from .data.manifest import write_manifest
@@ -239,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("convert", help="convert published checkpoints into a pengi model folder")
-    add_convert_parser(p.add_subparsers(dest="source", required=True))
+    sources = p.add_subparsers(dest="source", required=True)
+    add_convert_parser(sources)
+    add_convert_parsers(sources)
     return parser
 
 

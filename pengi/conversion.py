@@ -13,15 +13,18 @@ The HTSAT of the Pengi and msclap releases (``htsat.*``, the code of the HTS-AT 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pickle
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedConfig
+
+log = logging.getLogger("pengi")
 
 WINDOW_KEY = "audio_encoder.frontend.window"
 MEL_FILTERS_KEY = "audio_encoder.frontend.mel_filters"
@@ -357,3 +360,22 @@ def check_tokenizer(name: str, tok, vocab_size: int, eos: int | None = None) -> 
                               f"{vocab_size} tokens{want}")
     if len(tok("a dog barks", add_special_tokens=False)["input_ids"]) < 2:
         raise ConversionError(f"{name} tokenizer does not split text into tokens (empty vocabulary?)")
+
+
+def run_conversion(convert: Callable[[], ConversionReport], source: str, out_dir: str, loads_with: str,
+                   exists: Callable[[str], bool] = os.path.isfile) -> int:
+    """Run a converter for the command line: exit status 0 (done), 1 (does not convert), 2 (not found, I/O)."""
+    if not exists(source):
+        log.error("%s: not found", source)
+        return 2
+    try:
+        report = convert()
+    except ConversionError as err:
+        log.error("%s", err)
+        return 1
+    except OSError as err:  # tokenizers not found (offline, wrong folder), disk full, ...
+        log.error("%s", err)
+        return 2
+    log.info("%s", report.summary())
+    log.info("wrote %s; load it with %s.from_pretrained(%r)", out_dir, loads_with, out_dir)
+    return 0

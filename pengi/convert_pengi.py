@@ -47,6 +47,7 @@ from .conversion import (
     check_tokenizer,
     load_release_state_dict,
     load_tokenizer,
+    run_conversion,
     strip_module_prefix,
 )
 from .presets import pengi_base, pengi_base_no_text_enc
@@ -210,21 +211,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not os.path.isfile(args.checkpoint):
-        log.error("%s: file not found", args.checkpoint)
-        return 2
-    try:
-        report = convert(args.checkpoint, args.out_dir, args.tokenizers)
-    except ConversionError as err:
-        log.error("%s", err)
-        return 1
-    except OSError as err:  # tokenizers not found (offline, wrong folder), disk full, ...
-        log.error("%s", err)
-        return 2
-    log.info("%s", report.summary())
-    log.info("wrote %s; load it with Pengi.from_pretrained(%r) or --model %s", args.out_dir, args.out_dir,
-             args.out_dir)
-    return 0
+    return run_conversion(lambda: convert(args.checkpoint, args.out_dir, args.tokenizers), args.checkpoint,
+                          args.out_dir, "Pengi")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

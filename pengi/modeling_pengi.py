@@ -62,7 +62,9 @@ class Pengi(WithProcessor, PreTrainedModel):
                       mlp_ratio=config.mapper_mlp_ratio, dropout=config.mapper_dropout)
         self.audio_mapper = TransformerMapper(config.d_proj, prefix_length=config.audio_prefix_length, **mapper)
         text_in = config.d_proj if self.prompt_encoder is not None else None
-        self.text_mapper = TransformerMapper(text_in, prefix_length=config.text_prefix_length, **mapper)
+        self.text_mapper = None  # no prompt is read (clapcap)
+        if config.text_prefix_length > 0:
+            self.text_mapper = TransformerMapper(text_in, prefix_length=config.text_prefix_length, **mapper)
         self.processor: PengiProcessor | None = None
         self.post_init()
         self.apply_freezing()
@@ -116,6 +118,8 @@ class Pengi(WithProcessor, PreTrainedModel):
         if audio_embedding is None:
             audio_embedding = self.audio_embedding(waveforms)
         audio = self.audio_prefix(audio_embedding)
+        if self.text_mapper is None:
+            return audio
         prompt = self.prompt_embedding(prompt_input_ids, prompt_attention_mask)
         text = self.text_prefix(prompt, prompt_attention_mask, training_path)
         parts = [audio, text.to(audio.dtype)] + ([prompt.to(audio.dtype)] if self.config.append_prompt_tokens else [])
@@ -153,8 +157,8 @@ class Pengi(WithProcessor, PreTrainedModel):
         each sequence's mean log-probability per generated token (beam search: its length-normalised score).
         """
         tok = self._require_processor().tokenizer
-        settings = dict(max_new_tokens=self.config.max_new_tokens, eos_token_id=tok.eos_token_id,
-                        pad_token_id=tok.pad_token_id)
+        stop = list(self.config.stop_token_ids or [tok.eos_token_id])
+        settings = dict(max_new_tokens=self.config.max_new_tokens, eos_token_id=stop, pad_token_id=tok.pad_token_id)
         if not generate_kwargs.get("do_sample"):
             settings["num_beams"] = self.config.num_beams
         settings.update(generate_kwargs)
@@ -167,7 +171,7 @@ class Pengi(WithProcessor, PreTrainedModel):
                 scores = out.sequences_scores
             else:
                 step = self.lm.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-                is_eos = (out.sequences[:, -step.shape[1]:] == tok.eos_token_id).long()
+                is_eos = torch.isin(out.sequences[:, -step.shape[1]:], torch.tensor(stop, device=step.device)).long()
                 keep = ((is_eos.cumsum(dim=1) - is_eos) == 0) & torch.isfinite(step)  # up to the first EOS
                 scores = step.masked_fill(~keep, 0).sum(1) / keep.sum(1).clamp(min=1)
         return out.sequences, scores
@@ -192,6 +196,8 @@ class Pengi(WithProcessor, PreTrainedModel):
         enc = proc.prompts(texts)
         with torch.inference_mode():
             audio_prefix = self.audio_prefix(self.audio_embedding(proc.waveforms(sources)))
+            if self.text_mapper is None:
+                return audio_prefix, audio_prefix.new_zeros(audio_prefix.shape[0], 0, audio_prefix.shape[2])
             text_prefix = self.text_prefix(self.prompt_embedding(**enc), enc["prompt_attention_mask"])
         return audio_prefix, text_prefix
 
