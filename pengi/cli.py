@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    quiet = getattr(args, "quiet", False)  # `pengi convert` has no --quiet
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s")
     for option in ("batch_size", "limit"):
         value = getattr(args, option, None)
         if value is not None and value < 1:

@@ -278,6 +278,9 @@ def laion_config(folder: str | os.PathLike, **overrides: Any) -> tuple[CLAPConfi
         raise ConversionError(f"{folder}: no preprocessor_config.json; the audio front end (sample rate, hop, "
                               "mel filterbank) is defined there")
     fe = ClapFeatureExtractor.from_pretrained(folder)
+    if fe.top_db is not None:
+        raise ConversionError(f"{folder}: the feature extractor clips log-mels at top_db={fe.top_db}, which pengi's "
+                              "front end does not do")
     filters = fe.mel_filters if fe.truncation == "fusion" else fe.mel_filters_slaney  # as fe picks them, unfused
     text_fields = {k: v for k, v in text.to_dict().items() if k in RobertaConfig().to_dict()
                    and k not in ("model_type", "architectures", "transformers_version")}

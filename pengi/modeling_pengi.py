@@ -12,6 +12,7 @@ LM and generates exactly what each input generates alone.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -258,6 +259,9 @@ class Pengi(WithProcessor, PreTrainedModel):
                                 ) -> list[Any]:
         """`generate` for clips already loaded and fitted by the processor (``clip_samples`` long each)."""
         generate_kwargs = generate_kwargs or {}
+        if self.text_mapper is None and any(p != DEFAULT_PROMPT for p in prompts):
+            warnings.warn("this model reads no prompt (text_prefix_length=0, e.g. clapcap): it captions every clip "
+                          "and the prompts are ignored", stacklevel=3)
         proc = self._require_processor()
         per_input = generate_kwargs.get("num_return_sequences", 1)
         step = batch_size or max(len(waves), 1)
