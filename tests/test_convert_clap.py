@@ -41,8 +41,10 @@ from pengi.cli import main as cli_main
 from pengi.conversion import ConversionError
 from pengi.convert_clap import convert_laion, convert_msclap
 from pengi.modeling_clap import CLAP
+from pengi.presets import clap_tiny, tiny
+from pengi.processing_clap import CLAPProcessor
 
-from .conftest import GPT2_DATA
+from .conftest import GPT2_DATA, make_tiny
 
 TOL = 1e-4
 SR = 44100
@@ -175,6 +177,9 @@ def test_2022_cnn14_bert_parity(msclap_2022):
     assert max_diff(got_audio, ref_audio) < TOL
     assert max_diff(got_text, ref_text) < TOL
     assert max_diff(ours.logits(got_audio, got_text), ref_logits) < 1e-3 * ref_logits.abs().max()
+    # Zero-shot from user inputs ((array, rate) pairs through our processor) = msclap's softmax over its logits.
+    probs = ours.zero_shot([(w.numpy(), SR) for w in waves], TEXTS, template="{label}")
+    assert max_diff(probs, ref_logits.softmax(dim=-1)) < TOL
 
 
 # ------------------------------------------------------------------------------------------ msclap 2023
@@ -338,3 +343,27 @@ def test_laion_fused_model_is_refused(tmp_path):
     ClapConfig(audio_config={"enable_fusion": True}).save_pretrained(tmp_path)
     with pytest.raises(ConversionError, match="fused"):
         convert_laion(tmp_path, tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------------------ options they need
+def test_stop_token_ids_end_generation(gpt2_tokenizer):
+    model = make_tiny(gpt2_tokenizer)
+    prefix = model.prefix(torch.zeros(1, model.config.clip_samples), **model.processor.prompts(["generate"]))
+    ids, _ = model.generate_from_prefix(prefix, num_beams=1, max_new_tokens=8)
+    stop = int(ids[0, 2])
+    first = ids[0].tolist().index(stop)
+    model.config.stop_token_ids = [stop]
+    stopped, _ = model.generate_from_prefix(prefix, num_beams=1, max_new_tokens=8)
+    assert stopped[0].tolist() == ids[0, :first + 1].tolist()
+
+
+def test_config_options_are_checked(gpt2_tokenizer):
+    with pytest.raises(ValueError, match="reads no prompt"):
+        tiny(text_prefix_length=0, prompt_encoder_config=BertConfig(hidden_size=32, num_hidden_layers=1,
+                                                                   num_attention_heads=2, intermediate_size=64))
+    with pytest.raises(ValueError, match="projection"):
+        clap_tiny(100, projection="linear")
+    with pytest.raises(ValueError, match="compat"):
+        clap_tiny(100, compat="laion")
+    with pytest.raises(ValueError, match="pad with id 0"):
+        CLAPProcessor(clap_tiny(100, compat="msclap", text_pooling="last"), gpt2_tokenizer)  # pads with 50256
