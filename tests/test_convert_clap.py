@@ -18,9 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from msclap.CLAPWrapper import CLAPWrapper
-from msclap.models.clap import CLAP as MsClap
-from msclap.models.mapper import ClapCaptionModel
 from tokenizers import ByteLevelBPETokenizer
 from transformers import (
     BertConfig,
@@ -45,6 +42,14 @@ from pengi.presets import clap_tiny, tiny
 from pengi.processing_clap import CLAPProcessor
 
 from .conftest import GPT2_DATA, make_tiny
+
+try:  # the reference: msclap's own model code
+    from msclap.CLAPWrapper import CLAPWrapper
+    from msclap.models.clap import CLAP as MsClap
+    from msclap.models.mapper import ClapCaptionModel
+except ModuleNotFoundError as err:  # not skipped: the parity tests must run wherever the suite runs
+    raise ModuleNotFoundError(f"{err}: the msclap parity tests need `pip install --no-deps msclap==1.3.4` "
+                              "(its transformers<5 pin cannot be resolved with pengi's; see README)") from err
 
 TOL = 1e-4
 SR = 44100
