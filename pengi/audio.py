@@ -142,18 +142,22 @@ def fit_length(wave: torch.Tensor, length: int, *, crop: str = "center",
                generator: torch.Generator | None = None, pad: str = "repeat") -> torch.Tensor:
     """Fit a 1-D clip to exactly ``length`` samples.
 
-    Short clips are repeated end to end (``pad="repeat"``, as Pengi and msclap do) or followed by silence
-    (``pad="zeros"``). Long clips are cropped: by default the central window, so the same audio always gives
-    the same output. ``crop="random"`` draws the window from ``generator`` (the published code's behaviour,
-    and CLAP's training augmentation; pass a seeded generator to make it repeatable) and ``crop="start"``
-    keeps the beginning.
+    Short clips are repeated end to end (``pad="repeat"``, as Pengi and msclap do), repeated as many whole
+    times as fit and then followed by silence (``pad="repeatpad"``, as LAION-CLAP's feature extractor does) or
+    followed by silence (``pad="zeros"``). Long clips are cropped: by default the central window, so the same
+    audio always gives the same output. ``crop="random"`` draws the window from ``generator`` (the published
+    code's behaviour, and CLAP's training augmentation; pass a seeded generator to make it repeatable) and
+    ``crop="start"`` keeps the beginning.
     """
     n = wave.shape[-1]
     if n < length:
+        if pad == "repeatpad":
+            wave = wave.repeat(length // n)
+            pad, n = "zeros", wave.shape[-1]
         if pad == "zeros":
             return torch.cat([wave, wave.new_zeros(length - n)])
         if pad != "repeat":
-            raise ValueError(f"pad must be 'repeat' or 'zeros', got {pad!r}")
+            raise ValueError(f"pad must be 'repeat', 'repeatpad' or 'zeros', got {pad!r}")
         return wave.repeat(math.ceil(length / n))[:length]
     if n == length:
         return wave

@@ -13,6 +13,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .batch_io import Job, ResultWriter, find_jobs, prefetched
+from .convert_clap import add_convert_parsers
 from .convert_pengi import add_convert_parser
 from .data.adapters import ADAPTERS
 from .data.manifest import write_manifest
@@ -239,13 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("convert", help="convert published checkpoints into a pengi model folder")
-    add_convert_parser(p.add_subparsers(dest="source", required=True))
+    sources = p.add_subparsers(dest="source", required=True)
+    add_convert_parser(sources)
+    add_convert_parsers(sources)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    quiet = getattr(args, "quiet", False)  # `pengi convert` has no --quiet
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s")
     for option in ("batch_size", "limit"):
         value = getattr(args, option, None)
         if value is not None and value < 1:

@@ -8,6 +8,9 @@ from transformers.configuration_utils import SubConfigSpec
 from .audio_settings import AUDIO_CONFIG_SPEC, check_audio_settings
 from .contrastive import CLAP_TEMPERATURE, MAX_LOGIT_SCALE
 from .encoders import TEXT_POOLING
+from .projection import PROJECTIONS
+
+CLAP_COMPAT_MODES = (None, "msclap")
 
 
 class CLAPConfig(PreTrainedConfig):
@@ -20,14 +23,21 @@ class CLAPConfig(PreTrainedConfig):
     Audio front end as in the paper: 44.1 kHz, log-mel with `n_mels` 64 bins, window 1024, hop 320, 50-8000 Hz.
     Training crops `clip_seconds` (5 s) at random from longer clips; at inference long clips are cropped by
     `long_audio` ("center" by default: the same audio always gives the same embedding). Short clips are
-    padded by `short_audio` ("repeat", as msclap, or "zeros").
+    padded by `short_audio` ("repeat", as msclap; "repeatpad", whole repeats then silence, as LAION-CLAP; or "zeros").
 
     Text: pooled by `text_pooling` ("cls" for BERT, "last" for GPT-2, "pooler" for CLIP text with
     `text_projection`), truncated at `text_max_length` tokens; `text_suffix` is appended to every text
     (msclap 2023's GPT-2 encoder reads " <|endoftext|>" as the pooled token).
 
-    Both towers project to `d_proj` (1024) with Pengi's projection. The temperature is learnable, initialised
-    to `temperature` (0.007), and the scaled logits are clamped at `max_logit_scale` (100).
+    Both towers project to `d_proj` (1024) with `projection`: "pengi" (Pengi's and msclap's
+    ``LayerNorm(h + dropout(linear2(gelu(h))))``) or "mlp" (LAION-CLAP's ``linear2(relu(linear1(x)))``). The
+    temperature is learnable, initialised to `temperature` (0.007), and the scaled logits are clamped at
+    `max_logit_scale` (100).
+
+    `compat="msclap"` reproduces msclap's published inference, for users who must match its numbers: stereo
+    channels concatenated end to end, long clips cropped at random (seed it with `release_crop_seed`), and
+    "last" text pooling at position (number of non-zero ids - 1), which is not the last token when a text
+    contains "!" (GPT-2's id 0, msclap's pad). The default (`None`) is the corrected behaviour.
     """
 
     model_type = "pengi_clap"
@@ -57,22 +67,29 @@ class CLAPConfig(PreTrainedConfig):
     text_suffix: str = ""
 
     d_proj: int = 1024
+    projection: str = "pengi"
     projection_dropout: float = 0.5
     temperature: float = CLAP_TEMPERATURE
     max_logit_scale: float = MAX_LOGIT_SCALE
 
     freeze_audio_encoder: bool = False
     freeze_text_encoder: bool = False
+    compat: str | None = None
+    release_crop_seed: int | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         if self.text_pooling not in TEXT_POOLING:
             raise ValueError(f"text_pooling must be one of {TEXT_POOLING}, got {self.text_pooling!r}")
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
+        if self.compat not in CLAP_COMPAT_MODES:
+            raise ValueError(f"compat must be one of {CLAP_COMPAT_MODES}, got {self.compat!r}")
         if self.long_audio not in ("center", "start"):
             raise ValueError(f"long_audio must be 'center' or 'start', got {self.long_audio!r}")
-        if self.short_audio not in ("repeat", "zeros"):
-            raise ValueError(f"short_audio must be 'repeat' or 'zeros', got {self.short_audio!r}")
+        if self.short_audio not in ("repeat", "repeatpad", "zeros"):
+            raise ValueError(f"short_audio must be 'repeat', 'repeatpad' or 'zeros', got {self.short_audio!r}")
         if not 0 < self.temperature < 1:
             raise ValueError(f"temperature must be in (0, 1), got {self.temperature}")
         check_audio_settings(self, self.clip_seconds)

@@ -30,10 +30,14 @@ class PengiConfig(PreTrainedConfig):
 
     Mapping: encoders project to `d_proj`; two ClipCap transformer mappers (`mapper_layers`,
     `mapper_heads`, `mapper_mlp_ratio`) make `audio_prefix_length` and `text_prefix_length` LM embeddings.
+    `text_prefix_length=0` makes a captioner that reads no prompt (msclap's clapcap): no text mapper and no
+    prompt encoder; the LM sees the audio prefix alone and prompts are ignored.
     `append_prompt_tokens` (models without a prompt encoder) also feeds the prompt's own LM tokens after the
     two prefixes, the release's optional extra GPT-2 tokens, so that a frozen LM reads the question itself.
     They are left-padded to `prompt_max_length` with the pad token, unmasked as the release pads its
     prompts, which keeps the LM input one fixed length for every prompt.
+
+    Generation stops at any of `stop_token_ids` (default: the LM tokenizer's end-of-text token).
 
     `compat="pengi-release"` reproduces the published inference (stereo channels concatenated, a random
     crop of long clips seeded by `release_crop_seed`, prompt padded to a fixed length with no mask, prompt
@@ -85,6 +89,7 @@ class PengiConfig(PreTrainedConfig):
 
     max_new_tokens: int = 30
     num_beams: int = 3
+    stop_token_ids: list[int] | None = None
 
     compat: str | None = None
     release_crop_seed: int | None = None
@@ -100,6 +105,11 @@ class PengiConfig(PreTrainedConfig):
             raise ValueError(f"prompt_pooling must be one of {TEXT_POOLING}, got {self.prompt_pooling!r}")
         if self.append_prompt_tokens and self.prompt_encoder_config is not None:
             raise ValueError("append_prompt_tokens needs prompts in the LM's own tokens: use it with no prompt encoder")
+        if self.text_prefix_length < 0:
+            raise ValueError(f"text_prefix_length must be >= 0, got {self.text_prefix_length}")
+        if self.text_prefix_length == 0 and (self.prompt_encoder_config is not None or self.append_prompt_tokens):
+            raise ValueError("text_prefix_length=0 is a model that reads no prompt: it takes no prompt encoder and "
+                             "no append_prompt_tokens")
         check_audio_settings(self, self.clip_seconds)
 
     @property

@@ -11,7 +11,7 @@ from transformers import AutoModel, ClapAudioConfig, ClapAudioModel, PreTrainedC
 
 from .cnn14 import Cnn14, Cnn14Config
 from .frontend import LogMelSpectrogram
-from .projection import Projection
+from .projection import make_projection
 
 
 def audio_backbone(config: PreTrainedConfig) -> nn.Module:
@@ -29,7 +29,8 @@ class AudioEncoder(nn.Module):
 
     ``config`` is a `PengiConfig` or a `CLAPConfig`: both carry the same front-end fields (``sample_rate``,
     ``n_fft``, ``hop_length``, ``win_length``, ``n_mels``, ``f_min``, ``f_max``), ``audio_config``,
-    ``audio_time_segments``, ``d_proj`` and ``projection_dropout``.
+    ``audio_time_segments``, ``d_proj`` and ``projection_dropout``; a `CLAPConfig` also its ``projection``
+    form (Pengi's configs have none: theirs is always Pengi's).
     """
 
     def __init__(self, config: PreTrainedConfig):
@@ -41,7 +42,8 @@ class AudioEncoder(nn.Module):
         if self.segments > 1 and not isinstance(self.base, ClapAudioModel):
             raise ValueError("audio_time_segments > 1 needs the HTSAT audio encoder")
         num_features = self.base.num_features if isinstance(self.base, Cnn14) else self.base.audio_encoder.num_features
-        self.projection = Projection(num_features * self.segments, config.d_proj, config.projection_dropout)
+        self.projection = make_projection(getattr(config, "projection", "pengi"), num_features * self.segments,
+                                          config.d_proj, config.projection_dropout)
 
     def features(self, waveforms: torch.Tensor) -> torch.Tensor:
         """The backbone's pooled output (or its time-segment means, concatenated), before projection."""
@@ -73,20 +75,22 @@ class AudioEncoder(nn.Module):
         return self.projection(frames)
 
 
-TEXT_POOLING = ("pooler", "cls", "last", "mean")
+TEXT_POOLING = ("pooler", "cls", "last", "mean", "last_nonzero")
 
 
 class TextEncoder(nn.Module):
     """Any transformers text encoder, pooled to one vector per text, then projected to the joint space.
 
     Pooling: ``pooler`` (the model's own pooled output: CLIP's end-of-text token), ``cls`` (first token,
-    as msclap's BERT), ``last`` (last real token, as GPT-2 text encoders) or ``mean`` (masked mean).
+    as msclap's BERT), ``last`` (last real token, as GPT-2 text encoders), ``mean`` (masked mean) or
+    ``last_nonzero`` (msclap 2023's rule: position = number of non-zero ids - 1; its pad id is 0, "!", so this is
+    the last real token unless the text itself contains "!").
     ``clip_text_projection`` is CLIP's bias-free text projection, used by Pengi. Pengi's prompt encoder and
     CLAP's text encoder are both this.
     """
 
     def __init__(self, text_config: PreTrainedConfig, pooling: str, clip_text_projection: bool, d_proj: int,
-                 dropout: float):
+                 dropout: float, projection: str = "pengi"):
         super().__init__()
         if pooling not in TEXT_POOLING:
             raise ValueError(f"text pooling must be one of {TEXT_POOLING}, got {pooling!r}")
@@ -94,7 +98,7 @@ class TextEncoder(nn.Module):
         self.base = AutoModel.from_config(text_config)
         width = text_config.hidden_size
         self.clip_text_projection = nn.Linear(width, width, bias=False) if clip_text_projection else None
-        self.projection = Projection(width, d_proj, dropout)
+        self.projection = make_projection(projection, width, d_proj, dropout)
         self.cache_size = 0
         self._cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
 
@@ -135,8 +139,9 @@ class TextEncoder(nn.Module):
             return out.pooler_output
         if self.pooling == "cls":
             return hidden[:, 0]
-        if self.pooling == "last":
-            last = attention_mask.sum(dim=1) - 1
+        if self.pooling in ("last", "last_nonzero"):
+            counted = attention_mask if self.pooling == "last" else input_ids != 0
+            last = counted.sum(dim=1) - 1
             return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)

@@ -63,8 +63,11 @@ class CLAP(WithProcessor, PreTrainedModel):
     def __init__(self, config: CLAPConfig):
         super().__init__(config)
         self.audio_encoder = AudioEncoder(config)
-        self.text_encoder = TextEncoder(config.text_config, config.text_pooling, config.text_projection,
-                                        config.d_proj, config.projection_dropout)
+        pooling = config.text_pooling
+        if config.compat == "msclap" and pooling == "last":
+            pooling = "last_nonzero"  # msclap counts non-pad ids, and its pad id is 0
+        self.text_encoder = TextEncoder(config.text_config, pooling, config.text_projection, config.d_proj,
+                                        config.projection_dropout, config.projection)
         self.logit_scale = nn.Parameter(torch.tensor(initial_logit_scale(config.temperature)))
         self.processor: CLAPProcessor | None = None
         self._text_cache: dict[str, torch.Tensor] = {}

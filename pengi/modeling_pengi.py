@@ -12,6 +12,7 @@ LM and generates exactly what each input generates alone.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,7 +63,9 @@ class Pengi(WithProcessor, PreTrainedModel):
                       mlp_ratio=config.mapper_mlp_ratio, dropout=config.mapper_dropout)
         self.audio_mapper = TransformerMapper(config.d_proj, prefix_length=config.audio_prefix_length, **mapper)
         text_in = config.d_proj if self.prompt_encoder is not None else None
-        self.text_mapper = TransformerMapper(text_in, prefix_length=config.text_prefix_length, **mapper)
+        self.text_mapper = None  # no prompt is read (clapcap)
+        if config.text_prefix_length > 0:
+            self.text_mapper = TransformerMapper(text_in, prefix_length=config.text_prefix_length, **mapper)
         self.processor: PengiProcessor | None = None
         self.post_init()
         self.apply_freezing()
@@ -133,6 +136,8 @@ class Pengi(WithProcessor, PreTrainedModel):
         if audio_embedding is None:
             audio_embedding = self.audio_embedding(waveforms)
         audio = self.audio_prefix(audio_embedding)
+        if self.text_mapper is None:
+            return audio
         prompt = self.prompt_embedding(prompt_input_ids, prompt_attention_mask)
         text = self.text_prefix(prompt, prompt_attention_mask, training_path)
         parts = [audio, text.to(audio.dtype)] + ([prompt.to(audio.dtype)] if self.config.append_prompt_tokens else [])
@@ -170,8 +175,8 @@ class Pengi(WithProcessor, PreTrainedModel):
         each sequence's mean log-probability per generated token (beam search: its length-normalised score).
         """
         tok = self._require_processor().tokenizer
-        settings = dict(max_new_tokens=self.config.max_new_tokens, eos_token_id=tok.eos_token_id,
-                        pad_token_id=tok.pad_token_id)
+        stop = list(self.config.stop_token_ids or [tok.eos_token_id])
+        settings = dict(max_new_tokens=self.config.max_new_tokens, eos_token_id=stop, pad_token_id=tok.pad_token_id)
         if not generate_kwargs.get("do_sample"):
             settings["num_beams"] = self.config.num_beams
         settings.update(generate_kwargs)
@@ -184,7 +189,7 @@ class Pengi(WithProcessor, PreTrainedModel):
                 scores = out.sequences_scores
             else:
                 step = self.lm.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-                is_eos = (out.sequences[:, -step.shape[1]:] == tok.eos_token_id).long()
+                is_eos = torch.isin(out.sequences[:, -step.shape[1]:], torch.tensor(stop, device=step.device)).long()
                 keep = ((is_eos.cumsum(dim=1) - is_eos) == 0) & torch.isfinite(step)  # up to the first EOS
                 scores = step.masked_fill(~keep, 0).sum(1) / keep.sum(1).clamp(min=1)
         return out.sequences, scores
@@ -209,6 +214,8 @@ class Pengi(WithProcessor, PreTrainedModel):
         enc = proc.prompts(texts)
         with torch.inference_mode():
             audio_prefix = self.audio_prefix(self.audio_embedding(proc.waveforms(sources)))
+            if self.text_mapper is None:
+                return audio_prefix, audio_prefix.new_zeros(audio_prefix.shape[0], 0, audio_prefix.shape[2])
             text_prefix = self.text_prefix(self.prompt_embedding(**enc), enc["prompt_attention_mask"])
         return audio_prefix, text_prefix
 
@@ -269,6 +276,9 @@ class Pengi(WithProcessor, PreTrainedModel):
                                 ) -> list[Any]:
         """`generate` for clips already loaded and fitted by the processor (``clip_samples`` long each)."""
         generate_kwargs = generate_kwargs or {}
+        if self.text_mapper is None and any(p != DEFAULT_PROMPT for p in prompts):
+            warnings.warn("this model reads no prompt (text_prefix_length=0, e.g. clapcap): it captions every clip "
+                          "and the prompts are ignored", stacklevel=3)
         proc = self._require_processor()
         per_input = generate_kwargs.get("num_return_sequences", 1)
         step = batch_size or max(len(waves), 1)

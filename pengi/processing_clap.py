@@ -19,11 +19,21 @@ class CLAPProcessor(ClipLoader):
     """The text encoder's tokenizer and the model's audio settings; the tokenizer is saved as ``tokenizer/``."""
 
     def __init__(self, config: CLAPConfig, tokenizer: PreTrainedTokenizerBase):
-        super().__init__(config.sample_rate, config.clip_samples, crop=config.long_audio, pad=config.short_audio)
+        if config.compat == "msclap":  # the release's wrapper: channels concatenated, a random crop of long clips
+            generator = None
+            if config.release_crop_seed is not None:
+                generator = torch.Generator().manual_seed(config.release_crop_seed)
+            super().__init__(config.sample_rate, config.clip_samples, mix="concat", crop="random",
+                             pad=config.short_audio, generator=generator)
+        else:
+            super().__init__(config.sample_rate, config.clip_samples, crop=config.long_audio, pad=config.short_audio)
         self.config = config
         self.tokenizer = tokenizer
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        if config.compat == "msclap" and config.text_pooling == "last" and tokenizer.pad_token_id != 0:
+            raise ValueError("compat='msclap' pools at the count of non-zero ids, so the tokenizer must pad with "
+                             f"id 0 ('!' for GPT-2), not {tokenizer.pad_token_id}")
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, config: CLAPConfig, **kwargs) -> CLAPProcessor:
