@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any, TypeVar
 
@@ -51,7 +52,13 @@ def load_model(args: argparse.Namespace, model_class: type[ModelT] = Pengi) -> M
         raise PengiInputError("--model", f"`pengi {args.command}` needs a {model_class.__name__} model folder "
                                          f"(pengi ships none): one written by save_pretrained, e.g. the "
                                          f"final/ folder of recipes/train_clap.py")
-    model = model_class.from_pretrained(args.model)
+    try:
+        model = model_class.from_pretrained(args.model)
+    except OSError:
+        if args.model is not None and not os.path.exists(args.model):
+            raise OSError(f"{args.model}: no such model folder (nor a hub model of that name in the local cache)"
+                          ) from None
+        raise
     model.to(device=pick_device(args.device), dtype=DTYPES[args.dtype]).eval()
     if args.model is None:
         log.info("using the default model shipped with pengi (see README: what it was trained on)")
