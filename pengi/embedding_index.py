@@ -28,7 +28,7 @@ def top_matches(queries: torch.Tensor, candidates: torch.Tensor, names: list[str
                 key: str = "match") -> list[list[dict]]:
     """For each query embedding, the ``k`` candidates of highest cosine similarity, best first, as
     ``{key: name, "score": cosine}``."""
-    scores = queries.float() @ candidates.float().T
+    scores = queries.float().to(candidates.device) @ candidates.float().T
     best = scores.topk(min(k, len(names)), dim=-1)
     return [[{key: names[i], "score": round(s, 4)} for s, i in zip(row_s.tolist(), row_i.tolist())]
             for row_s, row_i in zip(best.values, best.indices)]
