@@ -99,6 +99,10 @@ def test_zero_shot_csv_labels_file_task_template_and_multi_label(clap_dir, clap,
     assert sorted(json.loads(rows[0]["scores"]), reverse=True) == pytest.approx(sorted(scores.tolist(),
                                                                                        reverse=True), abs=1e-4)
     assert len(json.loads(rows[0]["labels"])) == 3  # top-k is capped at the number of labels
+    captions = tmp_path / "captions.csv"  # another command's results: not appended to
+    captions.write_text("audio,prompt,start,end,window,windows,text,error\na.wav,generate audio caption,,,,,hi,\n")
+    assert main(["zero-shot", str(clips), "--model", clap_dir, "--labels", "a,b", "--out", str(captions)]) == 2
+    assert len(captions.read_text().splitlines()) == 2
     assert main(["zero-shot", str(clips), "--model", clap_dir, "--labels", "a,b", "--template", "a sound of",
                  "--out", str(tmp_path / "x.jsonl"), "--quiet"]) == 1
     assert main(["zero-shot", str(clips), "--model", clap_dir, "--labels", "a,b,a",
