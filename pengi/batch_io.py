@@ -69,16 +69,20 @@ def _read_manifest(path: str, prompt: str) -> list[Job]:
 class ResultWriter:
     """Append result rows to a JSONL or CSV file (chosen by extension), flushed after every write.
 
-    On opening, rows already in the file are read so that `done` tells which jobs are finished: a job
-    with an error row is tried again; in window mode a job is done only when all its windows are there.
-    A half-written last line left by a killed run is cut off.
+    On opening, rows already in the file are read (kept in ``rows``) so that `done` tells which jobs are
+    finished: a job with an error row is tried again; in window mode a job is done only when all its windows
+    are there. A half-written last line left by a killed run is cut off. ``fields`` are the CSV columns; in
+    CSV, list and dict values are written as JSON.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, fields: list[str] = FIELDS):
         self.path = path
         self.is_csv = path.lower().endswith(".csv")
         self._done: set[tuple[str, str]] = set()
-        rows = self._read_existing()
+        self.rows = rows = self._read_existing()
+        if self.is_csv and rows and list(rows[0]) != fields:
+            raise ValueError(f"{path}: has the columns {list(rows[0])}, not this command's {fields}; "
+                             "write to another file")
         windows: dict[tuple[str, str], set[int]] = {}
         for row in rows:
             key = (row.get("audio", ""), row.get("prompt", ""))
@@ -94,7 +98,7 @@ class ResultWriter:
         os.makedirs(parent, exist_ok=True)
         new = not os.path.exists(path) or os.path.getsize(path) == 0
         self._file = open(path, "a", newline="", encoding="utf-8")
-        self._csv = csv.DictWriter(self._file, fieldnames=FIELDS, extrasaction="ignore") if self.is_csv else None
+        self._csv = csv.DictWriter(self._file, fieldnames=fields, extrasaction="ignore") if self.is_csv else None
         if self._csv is not None and new:
             self._csv.writeheader()
             self._file.flush()
@@ -126,7 +130,8 @@ class ResultWriter:
     def write(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             if self._csv is not None:
-                self._csv.writerow(row)
+                self._csv.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
+                                    for k, v in row.items()})
             else:
                 self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._file.flush()

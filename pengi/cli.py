@@ -1,12 +1,15 @@
-"""The `pengi` command: caption folders, ask questions about a clip, describe clips, evaluate on benchmarks."""
+"""The `pengi` command: caption folders, ask questions about a clip, describe clips, evaluate on benchmarks.
+
+The CLAP commands (zero-shot, embed, retrieve) are in `pengi.cli_clap`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -22,6 +25,7 @@ from .modeling_pengi import DEFAULT_PROMPT, Pengi
 
 log = logging.getLogger("pengi")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 
 def pick_device(name: str) -> torch.device:
@@ -42,8 +46,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def load_model(args: argparse.Namespace) -> Pengi:
-    model = Pengi.from_pretrained(args.model)
+def load_model(args: argparse.Namespace, model_class: type[ModelT] = Pengi) -> ModelT:
+    """``args.model`` as a ``model_class`` on ``args.device`` in ``args.dtype``, in eval mode. Only Pengi has a
+    model shipped inside pengi; other classes need ``--model``."""
+    if args.model is None and model_class is not Pengi:
+        raise PengiInputError("--model", f"`pengi {args.command}` needs a {model_class.__name__} model folder "
+                                         f"(pengi ships none): one written by save_pretrained, e.g. the "
+                                         f"final/ folder of recipes/train_clap.py")
+    try:
+        model = model_class.from_pretrained(args.model)
+    except OSError:
+        if args.model is not None and not os.path.exists(args.model):
+            raise OSError(f"{args.model}: no such model folder (nor a hub model of that name in the local cache)"
+                          ) from None
+        raise
     model.to(device=pick_device(args.device), dtype=DTYPES[args.dtype]).eval()
     if args.model is None:
         log.info("using the default model shipped with pengi (see README: what it was trained on)")
@@ -187,16 +203,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    runtime = argparse.ArgumentParser(add_help=False)
+    runtime.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    runtime.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    runtime.add_argument("--quiet", action="store_true", help="no progress bar or info logs")
+    common = argparse.ArgumentParser(add_help=False, parents=[runtime])
     common.add_argument("--model", default=None,
                         help="model folder or hub name (default: the model shipped with pengi)")
-    common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
-    common.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     common.add_argument("--num-beams", type=int, default=None, help="beam width (default: the model's)")
     common.add_argument("--max-new-tokens", type=int, default=None)
-    common.add_argument("--quiet", action="store_true", help="no progress bar or info logs")
 
-    parser = argparse.ArgumentParser(prog="pengi", description="Audio-language models: caption and question audio.")
+    parser = argparse.ArgumentParser(prog="pengi", description="Audio-language models: caption and question audio, "
+                                                               "classify, embed and search audio with CLAP.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("caption", parents=[common], help="caption files, folders, globs or manifests")
@@ -238,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", default=None, metavar="DATASET", help="evaluate only these datasets")
     p.add_argument("--overwrite", action="store_true", help="discard predictions made with other settings")
     p.set_defaults(func=cmd_eval)
+
+    from .cli_clap import add_clap_commands  # here: cli_clap uses this module's helpers
+
+    add_clap_commands(sub, runtime)
 
     p = sub.add_parser("convert", help="convert published checkpoints into a pengi model folder")
     sources = p.add_subparsers(dest="source", required=True)

@@ -167,15 +167,25 @@ class CLAP(WithProcessor, PreTrainedModel):
         ``template`` turns a label into a text (``"{label}"`` marks where; see `TEMPLATES`). Single-label
         tasks get a softmax over the labels, multi-label tasks an independent sigmoid per label.
         """
+        texts = self.label_texts(labels, template)
+        return self.zero_shot_embeddings(self.embed_audio(audio, batch_size), texts, multi_label)
+
+    @staticmethod
+    def label_texts(labels: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
+        """Each label put into ``template`` (checked first, so that a bad template fails before any audio)."""
         labels = list(labels)
         if not labels:
             raise PengiInputError("labels", "no class labels given")
         if "{label}" not in template:
             raise PengiInputError("template", f"must contain '{{label}}', got {template!r}")
-        text = self.embed_text([template.format(label=label) for label in labels])
-        audio_embeds = self.embed_audio(audio, batch_size)
+        return [template.format(label=label) for label in labels]
+
+    def zero_shot_embeddings(self, audio_embeds: torch.Tensor, texts: Sequence[str],
+                             multi_label: bool = False) -> torch.Tensor:
+        """`zero_shot` for clips already embedded (`embed_audio`), against the class texts (`label_texts`)."""
+        text = self.embed_text(texts)
         with torch.inference_mode():
-            logits = self.logits(audio_embeds, text)
+            logits = self.logits(audio_embeds.to(text), text)
         return logits.sigmoid() if multi_label else logits.softmax(dim=-1)
 
 

@@ -3,6 +3,7 @@ beside the weights and loaded with them, and freezing re-applied after loading."
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,7 @@ class WithProcessor:
         path = pretrained_model_name_or_path
         if os.path.exists(path) and not os.path.isdir(path):
             raise PengiInputError(str(path), "is a file; give the model folder")
+        cls._check_model_type(path)
         model = super().from_pretrained(path, *args, **kwargs)
         model.apply_freezing()
         tok_kwargs = {k: kwargs[k] for k in TOKENIZER_KWARGS if k in kwargs}
@@ -35,6 +37,19 @@ class WithProcessor:
             model.processor = None
             model._missing_processor = f"{path}: {err}"
         return model
+
+    @classmethod
+    def _check_model_type(cls, path: str | os.PathLike) -> None:
+        """A folder of another model type would load with random weights and only a warning: refuse it."""
+        config_file = os.path.join(path, "config.json")
+        if not os.path.isfile(config_file):
+            return
+        with open(config_file, encoding="utf-8") as f:
+            found = json.load(f).get("model_type")
+        expected = cls.config_class.model_type
+        if found is not None and found != expected:
+            raise PengiInputError(str(path), f"holds a {found!r} model, not a {cls.__name__} model "
+                                             f"(model_type {expected!r})")
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         super().save_pretrained(save_directory, *args, **kwargs)
