@@ -131,9 +131,10 @@ class TextEncoder(nn.Module):
         return torch.stack([self._cache[k] for k in keys])
 
     def _pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self._pool_output(self.base(input_ids=input_ids, attention_mask=attention_mask), attention_mask)
+        out = self.base(input_ids=input_ids, attention_mask=attention_mask)
+        return self._pool_output(out, attention_mask, input_ids)
 
-    def _pool_output(self, out, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _pool_output(self, out, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None) -> torch.Tensor:
         hidden = out.last_hidden_state
         if self.pooling == "pooler":
             return out.pooler_output
@@ -156,8 +157,8 @@ class TextEncoder(nn.Module):
 
     def from_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Like `forward`, from input token embeddings (which may hold learned prompt vectors) instead of ids."""
-        if self.pooling == "pooler":
-            raise ValueError("pooling 'pooler' needs token ids (CLIP pools at its end-of-text id); use another")
+        if self.pooling in ("pooler", "last_nonzero"):
+            raise ValueError(f"pooling {self.pooling!r} needs token ids; use another pooling")
         out = self.base(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
         return self.project(self._pool_output(out, attention_mask))
 

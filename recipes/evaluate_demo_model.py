@@ -8,6 +8,9 @@ type, classification ("this is a sound of") accuracy. Controls:
 - shuffled audio: the same model and prompts, each clip's audio replaced by another clip's (a fixed rotation of
   the test clips), so anything it still gets right comes from language priors, not from listening;
 - majority answer: per question type, the training set's most frequent answer.
+With ``--context-bound`` (for a model whose LM was pretrained with ``pretrain_lm.py --context-slots``) a third
+reference: the frozen LM alone, given each clip's true metadata text where the prefixes go: what the model could
+at best answer if its audio prefix said exactly what the metadata says.
 Decoding is greedy. Writes the numbers as JSON and a markdown table beside it.
 """
 
@@ -18,6 +21,8 @@ import json
 import os
 from collections import Counter, defaultdict
 from typing import Any
+
+import torch
 
 from pengi import Pengi
 from pengi.data.manifest import load_manifest
@@ -62,6 +67,32 @@ def majority_control(train: list[dict], test: list[dict], qa_metric) -> dict[str
     return {"qa": {"accuracy": result["accuracy"], **{t: v["accuracy"] for t, v in result["per_type"].items()}}}
 
 
+def context_bound(model: Pengi, test: list[dict], batch_size: int) -> dict[str, Any]:
+    """QA accuracy of the model's frozen LM reading the clip's metadata in the prefix positions (left-padded to
+    the prefix length) and the prompt left-padded as Pengi pads it: an upper bound for the audio path."""
+    tok, cfg = model.processor.tokenizer, model.config
+    slots, prompt_length = cfg.audio_prefix_length + cfg.text_prefix_length, cfg.prompt_max_length
+    metadata = {r["audio"]: r["answer"] for r in test if r["task"] == "metadata"}
+    qa = [r for r in test if r["task"] == "aqa" and r["audio"] in metadata]
+    preds = []
+    for start in range(0, len(qa), batch_size):
+        rows = []
+        for r in qa[start:start + batch_size]:
+            context = tok(metadata[r["audio"]])["input_ids"][-slots:]
+            prompt = tok(r["prompt"])["input_ids"][-prompt_length:]
+            rows.append([tok.pad_token_id] * (slots - len(context)) + context
+                        + [tok.pad_token_id] * (prompt_length - len(prompt)) + prompt)
+        ids = torch.tensor(rows, device=model.device)
+        with torch.inference_mode():
+            out = model.lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
+                                    max_new_tokens=cfg.max_new_tokens, eos_token_id=tok.eos_token_id,
+                                    pad_token_id=tok.pad_token_id)
+        preds += model.processor.decode(out[:, ids.shape[1]:])
+    result = load_metric("audio_qa").compute(predictions=preds, references=[[r["answer"]] for r in qa],
+                                             question_types=[r["question_type"] or "other" for r in qa])
+    return {"qa": {"accuracy": result["accuracy"], **{t: v["accuracy"] for t, v in result["per_type"].items()}}}
+
+
 def evaluate_model(model: Pengi, test: list[dict], train: list[dict], batch_size: int = 64,
                    caption_metrics: bool = True) -> dict[str, Any]:
     qa_metric = load_metric("audio_qa")
@@ -77,14 +108,16 @@ def evaluate_model(model: Pengi, test: list[dict], train: list[dict], batch_size
 
 
 def markdown(report: dict[str, Any]) -> str:
-    runs = ("model", "shuffled_audio", "majority_answer")
+    runs = ("model", "shuffled_audio", "majority_answer") + (("context_bound",) if "context_bound" in report else ())
     keys: list[tuple[str, str]] = []
     for run in runs:
         for group, values in report[run].items():
             for k in values if isinstance(values, dict) else [None]:
                 if (group, k) not in keys:
                     keys.append((group, k))
-    lines = ["| score | model | shuffled audio | majority answer |", "|---|---|---|---|"]
+    titles = {"model": "model", "shuffled_audio": "shuffled audio", "majority_answer": "majority answer",
+              "context_bound": "LM given the true metadata"}
+    lines = ["| score | " + " | ".join(titles[r] for r in runs) + " |", "|---" * (len(runs) + 1) + "|"]
     for group, k in keys:
         cells = []
         for run in runs:
@@ -105,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-caption-metrics", action="store_true", help="skip the COCO metrics (they need Java)")
+    parser.add_argument("--context-bound", action="store_true",
+                        help="also score the frozen LM reading each clip's true metadata (see above)")
     args = parser.parse_args(argv)
     test = list(load_manifest(args.test))
     if args.limit:
@@ -113,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     model = Pengi.from_pretrained(args.model).to(args.device).eval()
     report = evaluate_model(model, test, list(load_manifest(args.train)), args.batch_size,
                             caption_metrics=not args.no_caption_metrics)
+    if args.context_bound:
+        report["context_bound"] = context_bound(model, test, args.batch_size)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)

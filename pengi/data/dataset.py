@@ -89,29 +89,25 @@ class PengiCollator:
     def __init__(self, processor: PengiProcessor):
         self.processor = processor
 
+    def texts(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return {**self.processor.prompts([x["prompt"] for x in items]),
+                **self.processor.answers([x["answer"] for x in items])}
+
     def __call__(self, items: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor]:
         items = [x for x in items if x is not None]
         if not items:
             return {}
-        batch = {"waveforms": torch.stack([x["waveform"] for x in items])}
-        batch.update(self.processor.prompts([x["prompt"] for x in items]))
-        batch.update(self.processor.answers([x["answer"] for x in items]))
-        return batch
+        return {"waveforms": torch.stack([x["waveform"] for x in items]), **self.texts(items)}
 
 
-class CLAPCollator:
+class CLAPCollator(PengiCollator):
     """Stack waveforms and tokenize the texts (each row's ``answer``) for `CLAP`; drops unreadable rows."""
 
     def __init__(self, processor: CLAPProcessor):
         self.processor = processor
 
-    def __call__(self, items: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor]:
-        items = [x for x in items if x is not None]
-        if not items:
-            return {}
-        batch = {"waveforms": torch.stack([x["waveform"] for x in items])}
-        batch.update(self.processor.texts([x["answer"] for x in items]))
-        return batch
+    def texts(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return self.processor.texts([x["answer"] for x in items])
 
 
 def readable(rows: datasets.Dataset, num_proc: int | None = None) -> datasets.Dataset:
