@@ -12,7 +12,6 @@ import datasets
 import soundfile as sf
 import torch
 
-from ..audio import fit_length
 from ..errors import PengiInputError
 from ..processing_pengi import PengiProcessor
 
@@ -26,7 +25,6 @@ def decode_example(row: Mapping[str, Any], index: int, processor: PengiProcessor
     Training crops of long clips are random but seeded by ``(seed, epoch, index)``, so a resumed run sees the
     same crops; evaluation uses the model's deterministic policy.
     """
-    cfg = processor.config
     try:
         wave = processor.load(row["audio"], offset=row.get("offset") or 0.0, duration=row.get("duration"))
     except PengiInputError as err:
@@ -34,7 +32,7 @@ def decode_example(row: Mapping[str, Any], index: int, processor: PengiProcessor
         return None
     if train:
         generator = torch.Generator().manual_seed(hash((seed, epoch, index)) % 2**63)
-        wave = fit_length(wave, cfg.clip_samples, crop="random", generator=generator)
+        wave = processor.clip(wave, crop="random", generator=generator)
     else:
         wave = processor.clip(wave)
     return {"waveform": wave, "prompt": row["prompt"], "answer": row["answer"]}
@@ -85,7 +83,7 @@ class StreamingAudioTextDataset(torch.utils.data.IterableDataset):
 
 
 class PengiCollator:
-    """Stack waveforms and tokenize prompts and answers with the model's processor; drops unreadable rows."""
+    """Batch waveforms and tokenize prompts and answers with the model's processor; drops unreadable rows."""
 
     def __init__(self, processor: PengiProcessor):
         self.processor = processor
@@ -94,7 +92,7 @@ class PengiCollator:
         items = [x for x in items if x is not None]
         if not items:
             return {}
-        batch = {"waveforms": torch.stack([x["waveform"] for x in items])}
+        batch = self.processor.batch([x["waveform"] for x in items])  # + waveform_lengths for a SLAP tower
         batch.update(self.processor.prompts([x["prompt"] for x in items]))
         batch.update(self.processor.answers([x["answer"] for x in items]))
         return batch
