@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
 
 import torch
-import yaml
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import gather_object, set_seed
 from datasets.distributed import split_dataset_by_node
+from recipe_utils import latest_checkpoint, load_config, save_checkpoint
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
@@ -40,30 +39,6 @@ from pengi.data.dataset import (
 from pengi.data.manifest import load_manifest
 from pengi.evaluation import load_metric
 from pengi.presets import PRESETS
-
-
-# ----------------------------------------------------------------------------- config
-def load_config(path: str, overrides: list[str]) -> dict:
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
-    for item in overrides:
-        key, _, value = item.partition("=")
-        node = cfg
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = _number_or_value(yaml.safe_load(value))
-    return cfg
-
-
-def _number_or_value(value):
-    """YAML 1.1 reads ``3e-3`` as a string; take it as the number a user meant."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 # ----------------------------------------------------------------------------- model
@@ -151,33 +126,6 @@ def build_data(cfg: dict, processor: PengiProcessor, seed: int, accelerator: Acc
         val_set = AudioTextDataset(load_manifest(data["validation"]), processor, train=False)
         val = accelerator.prepare(torch.utils.data.DataLoader(val_set, batch_size=data["batch_size"], **loader_kwargs))
     return epoch_batches, val
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def latest_checkpoint(folder: str) -> str | None:
-    if not os.path.isdir(folder):
-        return None
-    done = sorted(d for d in os.listdir(folder) if d.startswith("step_"))
-    return os.path.join(folder, done[-1]) if done else None
-
-
-def save_checkpoint(accelerator: Accelerator, folder: str, state: dict, keep_last: int) -> None:
-    """Write to a temporary folder, then rename: a checkpoint folder named step_N is always complete."""
-    final = os.path.join(folder, f"step_{state['step']:08d}")
-    tmp = os.path.join(folder, f".tmp_step_{state['step']:08d}")
-    if accelerator.is_main_process and os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(tmp)
-    if accelerator.is_main_process:
-        with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
-            json.dump(state, f)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in sorted(d for d in os.listdir(folder) if d.startswith("step_"))[:-keep_last]:
-            shutil.rmtree(os.path.join(folder, old))
-    accelerator.wait_for_everyone()
 
 
 # ----------------------------------------------------------------------------- validation
