@@ -166,6 +166,26 @@ def test_losses_switch_off_and_are_not_computed(tokenizer):
             assert all(p.grad is None for p in model.teacher.parameters())
 
 
+def test_each_loss_decreases_when_training(tokenizer):
+    """A few optimiser steps on a fixed batch (the recipe's loop is exercised by test_slap_training.py)."""
+    model = make_slap(tokenizer).train()
+    audio = [(chirp(s, f0=150 * (i + 1), seed=i), SR) for i, s in enumerate((0.5, 1.2, 0.8, 1.0))]
+    batch = model.processor(audio, ["a low tone", "a rising chirp", "a high tone", "a hiss then a tone"])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    history = []
+    torch.manual_seed(0)
+    for _ in range(15):
+        out = model(**batch, pack=True)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        model.ema_step()
+        history.append({k: v.item() for k, v in out.losses.items()})
+    for name in ("contrastive", "ssl", "caption"):
+        first, last = np.mean([h[name] for h in history[:3]]), np.mean([h[name] for h in history[-3:]])
+        assert last < 0.8 * first, f"{name}: {first:.3f} -> {last:.3f}"
+
+
 def test_ema_teacher_follows_the_student(tokenizer):
     model = make_slap(tokenizer, ema_decay=0.5)
     student, teacher = model.tower.blocks[0].mlp.fc1.weight, model.teacher.blocks[0].mlp.fc1.weight

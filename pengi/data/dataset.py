@@ -14,12 +14,13 @@ import torch
 
 from ..errors import PengiInputError
 from ..processing_pengi import PengiProcessor
+from ..processing_slap import SLAPProcessor
 
 log = logging.getLogger("pengi")
 
 
-def decode_example(row: Mapping[str, Any], index: int, processor: PengiProcessor, train: bool, seed: int,
-                   epoch: int) -> dict[str, Any] | None:
+def decode_example(row: Mapping[str, Any], index: int, processor: PengiProcessor | SLAPProcessor, train: bool,
+                   seed: int, epoch: int) -> dict[str, Any] | None:
     """Decode, resample and fit one manifest row's audio; None (and a log line) when it cannot be read.
 
     Training crops of long clips are random but seeded by ``(seed, epoch, index)``, so a resumed run sees the
@@ -44,7 +45,8 @@ class AudioTextDataset(torch.utils.data.Dataset):
     A row whose audio cannot be read is dropped from its batch by `PengiCollator`, never fatal.
     """
 
-    def __init__(self, rows: datasets.Dataset, processor: PengiProcessor, train: bool = True, seed: int = 0):
+    def __init__(self, rows: datasets.Dataset, processor: PengiProcessor | SLAPProcessor, train: bool = True,
+                 seed: int = 0):
         self.rows, self.processor, self.train, self.seed = rows, processor, train, seed
         self.epoch = 0
 
@@ -96,6 +98,22 @@ class PengiCollator:
         batch.update(self.processor.prompts([x["prompt"] for x in items]))
         batch.update(self.processor.answers([x["answer"] for x in items]))
         return batch
+
+
+class SLAPCollator:
+    """Right-pad clips (with ``waveform_lengths``) and tokenize each row's answer, its caption, for the text
+    encoder and for the caption decoder (`SLAPProcessor`); drops unreadable rows."""
+
+    def __init__(self, processor: SLAPProcessor):
+        self.processor = processor
+
+    def __call__(self, items: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor]:
+        items = [x for x in items if x is not None]
+        if not items:
+            return {}
+        texts = [x["answer"] for x in items]
+        return {**self.processor.batch([x["waveform"] for x in items]), **self.processor.texts(texts),
+                **self.processor.captions(texts)}
 
 
 def readable(rows: datasets.Dataset, num_proc: int | None = None) -> datasets.Dataset:
