@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from pengi import SLAP, Pengi, PengiProcessor, SLAPConfig, SLAPProcessor, SlapAudioConfig
+from pengi import SLAP, Pengi, PengiProcessor, SlapAudioConfig, SLAPConfig, SLAPProcessor
 from pengi.presets import slap_tiny, slap_tiny_audio, tiny
 from pengi.slap_audio import SlapAudioModel, pack_rows
 from pengi.slap_ssl import span_mask
@@ -154,8 +154,8 @@ def test_losses_switch_off_and_are_not_computed(tokenizer):
                               ((0, 2, 0), {"ssl"}), ((0, 0, 1), {"caption"})):
         model = make_slap(tokenizer, contrastive_weight=weights[0], ssl_weight=weights[1], caption_weight=weights[2])
         assert (model.teacher is None) == (weights[1] == 0) and (model.decoder is None) == (weights[2] == 0)
-        calls = []
-        model.text_encoder.register_forward_hook(lambda *a: calls.append("text"))
+        calls: list[str] = []
+        model.text_encoder.register_forward_hook(lambda *a, calls=calls: calls.append("text"))
         out = model.train()(**model.processor(audio, texts))
         assert set(out.losses) == expected
         assert ("text" in calls) == (weights[0] > 0)
