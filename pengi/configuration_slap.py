@@ -6,9 +6,13 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from .audio_settings import check_audio_settings
-from .contrastive import CLAP_TEMPERATURE, MAX_LOGIT_SCALE
+from .contrastive import MAX_LOGIT_SCALE
 from .encoders import TEXT_POOLING
 from .slap_audio import SlapAudioConfig
+
+# CLIP's initial temperature. CLAP's 0.007 (logit scale 100) suits towers that start pretrained; from scratch it
+# drove the tiny models' audio and text embeddings to one point within a few dozen steps (loss stuck at ln(batch)).
+CLIP_TEMPERATURE = 0.07
 
 
 class SLAPConfig(PreTrainedConfig):
@@ -22,7 +26,8 @@ class SLAPConfig(PreTrainedConfig):
     `long_audio` ("center" or "start"); shorter audio is never padded or cropped.
 
     Objectives, each weighted and switched off (and not computed) by a weight of 0:
-        contrastive_weight: symmetric InfoNCE of pooled audio vs text (`pengi.contrastive`).
+        contrastive_weight: symmetric InfoNCE of pooled audio vs text (`pengi.contrastive`); the learnable
+            temperature starts at `temperature` (0.07, CLIP's, since SLAP trains its towers from scratch).
         ssl_weight: masked patch prediction against an EMA teacher (`pengi.slap_ssl`): `ssl_mask_prob` of the
             time steps hidden in spans of `ssl_mask_span`, targets the mean of the teacher's top
             `ssl_target_layers` blocks, teacher decay `ema_decay`.
@@ -56,7 +61,7 @@ class SLAPConfig(PreTrainedConfig):
 
     d_proj: int = 512
     projection_dropout: float = 0.0
-    temperature: float = CLAP_TEMPERATURE
+    temperature: float = CLIP_TEMPERATURE
     max_logit_scale: float = MAX_LOGIT_SCALE
 
     contrastive_weight: float = 1.0
