@@ -17,7 +17,6 @@ alone, padded or packed (up to float rounding; `tests/test_slap.py`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -176,9 +175,6 @@ class SlapAudioModel(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.patch_embed.weight.dtype
-
-    def max_frames(self, frames_per_second: float) -> int:
-        return math.ceil(self.config.max_seconds * frames_per_second) + 1
 
     def patchify(self, mel: torch.Tensor) -> torch.Tensor:
         """Log-mel ``(frames, n_mels)`` in dB -> normalised patches ``(n_time, n_bands, patch_frames * patch_bins)``;
