@@ -197,8 +197,9 @@ class SLAP(WithProcessor, PreTrainedModel):
         """Per clip: the centre time of each time step in seconds ``(T,)`` and its L2-normalised embedding in
         the joint space ``(T, d_proj)``.
 
-        A time step's feature is the mean of its frequency-band tokens, so the mean of a clip's frame features is
-        exactly its pooled feature; each is projected like the pooled one.
+        A time step's feature is its band tokens pooled as a clip's tokens are (`SlapAudioConfig.pooling`),
+        projected like the pooled feature; with ``pooling="mean"`` the mean of a clip's frame features is exactly
+        its pooled feature.
         """
         batch = self._audio(audio)
         out = self.encode_audio(**batch)

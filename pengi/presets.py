@@ -101,12 +101,15 @@ def slap_tiny_audio(**overrides: Any) -> SlapAudioConfig:
 
 
 def slap_tiny(vocab_size: int, **overrides: Any) -> SLAPConfig:
-    """A SLAP for tests and CPU demos: tiny tower, one-layer BERT and caption decoder, 16 kHz, 32 mel bins."""
+    """A SLAP for tests and CPU demos: tiny tower, one-layer BERT and caption decoder, 16 kHz, 32 mel bins.
+
+    Text is mean-pooled: the [CLS] output of a BERT trained from scratch says little about the text at first,
+    and the contrastive loss stalled at chance with it."""
     values: dict[str, Any] = dict(
         audio_config=slap_tiny_audio(),
         text_config=BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                intermediate_size=64, max_position_embeddings=128),
-        n_fft=400, hop_length=160, win_length=400, n_mels=32, d_proj=32, text_max_length=64,
+        text_pooling="mean", n_fft=400, hop_length=160, win_length=400, n_mels=32, d_proj=32, text_max_length=64,
         vocab_size=vocab_size, caption_hidden_size=32, caption_layers=1, caption_heads=2, caption_max_length=64,
         ssl_target_layers=2, ema_decay=0.99,
     )

@@ -26,12 +26,29 @@ from transformers import PreTrainedConfig
 from .slap_layers import Block, rope_angles, segment_mask
 
 MEL_FLOOR_DB = -100.0  # 10 * log10(amin) of the front end: what "silence" looks like; pads the last patch
+POOLING = ("mean_max", "mean")
+
+
+def pool(x: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Masked mean (plus masked max for "mean_max") of ``x`` ``(..., L, d)`` over L; all-masked rows give 0."""
+    weights = mask[..., None].to(x.dtype)
+    out = (x * weights).sum(dim=-2) / weights.sum(dim=-2).clamp(min=1)
+    if mode == "mean_max":
+        peak = x.masked_fill(~mask[..., None], float("-inf")).amax(dim=-2)
+        out = out + torch.where(mask.any(dim=-1, keepdim=True), peak, torch.zeros_like(peak))
+    return out
 
 
 class SlapAudioConfig(PreTrainedConfig):
     """The audio tower of SLAP. ``max_seconds`` is the longest clip it takes; longer audio is cropped by the
     processor. ``mel_mean``/``mel_std`` are fixed normalisation constants (dB), so a clip's features never depend
-    on its batch (batch norm would)."""
+    on its batch (batch norm would).
+
+    ``pooling``: "mean_max" (masked mean plus masked max over the clip's tokens, as PANNs' CNN14 pools time) or
+    "mean". Sound events are sparse in long clips: a plain mean is dominated by background, and from scratch it
+    gave near-identical clip embeddings that the contrastive loss collapsed onto (docs/slap.md); the max keeps
+    the loudest evidence.
+    """
 
     model_type = "pengi_slap_audio"
 
@@ -47,6 +64,7 @@ class SlapAudioConfig(PreTrainedConfig):
     max_seconds: float = 30.0
     mel_mean: float = -50.0
     mel_std: float = 20.0
+    pooling: str = "mean_max"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -54,6 +72,8 @@ class SlapAudioConfig(PreTrainedConfig):
             raise ValueError(f"num_mel_bins ({self.num_mel_bins}) must be a multiple of patch_bins ({self.patch_bins})")
         if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
             raise ValueError(f"hidden_size {self.hidden_size} must split into {self.num_heads} heads of even size")
+        if self.pooling not in POOLING:
+            raise ValueError(f"pooling must be one of {POOLING}, got {self.pooling!r}")
         if self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
 
@@ -148,12 +168,16 @@ class SlapAudioOutput:
     hidden: torch.Tensor
     mask: torch.Tensor
     num_bands: int
+    pooling: str
     layers: list[torch.Tensor] | None = None
 
     def frames(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens averaged over frequency bands: ``(clips, Tmax, hidden)`` and the frame mask ``(clips, Tmax)``."""
+        """Each time step's band tokens pooled as clips are: ``(clips, Tmax, hidden)`` and the frame mask
+        ``(clips, Tmax)``."""
         n, length, d = self.hidden.shape
-        frames = self.hidden.view(n, length // self.num_bands, self.num_bands, d).mean(dim=2)
+        steps = length // self.num_bands
+        frames = pool(self.hidden.view(n, steps, self.num_bands, d), self.mask.view(n, steps, self.num_bands),
+                      self.pooling)
         return frames, self.mask[:, ::self.num_bands]
 
 
@@ -211,9 +235,9 @@ class SlapAudioModel(nn.Module):
             if output_layers:
                 layers.append(batch.per_clip(x)[0])
         hidden, clip_mask = batch.per_clip(self.norm(x))
-        weights = clip_mask[..., None].to(hidden.dtype)
-        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)
-        return SlapAudioOutput(pooled, hidden, clip_mask, self.config.num_bands, layers if output_layers else None)
+        pooled = pool(hidden, clip_mask, self.config.pooling)
+        return SlapAudioOutput(pooled, hidden, clip_mask, self.config.num_bands, self.config.pooling,
+                               layers if output_layers else None)
 
 
 __all__ = ["SlapAudioConfig", "SlapAudioModel", "SlapAudioOutput", "TokenBatch", "pack_layout", "pack_rows",
