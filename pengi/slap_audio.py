@@ -211,9 +211,8 @@ class SlapAudioModel(nn.Module):
         return x.reshape(n_time, c.num_bands, -1)
 
     def layout(self, mels: list[torch.Tensor], pack: bool = False, capacity: int | None = None) -> TokenBatch:
-        patches = [self.patchify(m) for m in mels]
-        return pack_layout(patches, self.config.num_bands, capacity) if pack else pad_layout(patches,
-                                                                                              self.config.num_bands)
+        patches, bands = [self.patchify(m) for m in mels], self.config.num_bands
+        return pack_layout(patches, bands, capacity) if pack else pad_layout(patches, bands)
 
     def forward(self, mels: list[torch.Tensor], pack: bool = False, capacity: int | None = None,
                 hide: list[torch.Tensor] | None = None, output_layers: bool = False) -> SlapAudioOutput:
