@@ -143,21 +143,23 @@ def fit_length(wave: torch.Tensor, length: int, *, crop: str = "center",
     """Fit a 1-D clip to exactly ``length`` samples.
 
     Short clips are repeated end to end (``pad="repeat"``, as Pengi and msclap do), repeated as many whole
-    times as fit and then followed by silence (``pad="repeatpad"``, as LAION-CLAP's feature extractor does) or
-    followed by silence (``pad="zeros"``). Long clips are cropped: by default the central window, so the same
-    audio always gives the same output. ``crop="random"`` draws the window from ``generator`` (the published
-    code's behaviour, and CLAP's training augmentation; pass a seeded generator to make it repeatable) and
-    ``crop="start"`` keeps the beginning.
+    times as fit and then followed by silence (``pad="repeatpad"``, as LAION-CLAP's feature extractor does),
+    followed by silence (``pad="zeros"``) or kept as they are (``pad="none"``: ``length`` is then only a
+    maximum). Long clips are cropped: by default the central window, so the same audio always gives the same
+    output. ``crop="random"`` draws the window from ``generator`` (the published code's behaviour, and CLAP's
+    training augmentation; pass a seeded generator to make it repeatable) and ``crop="start"`` keeps the beginning.
     """
     n = wave.shape[-1]
     if n < length:
+        if pad == "none":
+            return wave
         if pad == "repeatpad":
             wave = wave.repeat(length // n)
             pad, n = "zeros", wave.shape[-1]
         if pad == "zeros":
             return torch.cat([wave, wave.new_zeros(length - n)])
         if pad != "repeat":
-            raise ValueError(f"pad must be 'repeat', 'repeatpad' or 'zeros', got {pad!r}")
+            raise ValueError(f"pad must be 'repeat', 'repeatpad', 'zeros' or 'none', got {pad!r}")
         return wave.repeat(math.ceil(length / n))[:length]
     if n == length:
         return wave
@@ -204,8 +206,9 @@ def split_windows(wave: torch.Tensor, sample_rate: int, window: int, hop: int | 
 class ClipLoader:
     """Loads any `AudioSource` as mono audio at a model's sample rate and fits it to the model's clip length.
 
-    The audio half of every processor (`PengiProcessor`, `CLAPProcessor`), so all models read, mix, crop
-    and pad audio the same way.
+    The audio half of every processor (`PengiProcessor`, `CLAPProcessor`, `SLAPProcessor`), so all models read,
+    mix, crop and pad audio the same way. With ``pad="none"`` (variable-length towers) ``clip_samples`` is only
+    a maximum: shorter clips are kept whole and batches are right-padded with their lengths alongside.
     """
 
     def __init__(self, sample_rate: int, clip_samples: int, *, mix: str = "mean", crop: str = "center",
@@ -219,14 +222,27 @@ class ClipLoader:
         sample rate, its channels mixed as the model expects."""
         return load_audio(source, self.sample_rate, name=name, mix=self._mix, offset=offset, duration=duration)
 
-    def clip(self, wave: torch.Tensor, random_crop: torch.Generator | None = None) -> torch.Tensor:
-        """Fit a recording to the model's clip length (pad short ones, crop long ones by the policy).
+    @property
+    def variable_length(self) -> bool:
+        return self._pad == "none"
 
-        ``random_crop``: crop long recordings at a place drawn from this generator instead (training).
-        """
-        if random_crop is not None:
-            return fit_length(wave, self.clip_samples, crop="random", generator=random_crop, pad=self._pad)
-        return fit_length(wave, self.clip_samples, crop=self._crop, generator=self._generator, pad=self._pad)
+    def clip(self, wave: torch.Tensor, crop: str | None = None, generator: torch.Generator | None = None
+             ) -> torch.Tensor:
+        """Fit a recording to the model's clip length (pad short ones, crop long ones by the policy, or by
+        ``crop`` with ``generator`` when given: training's random crops)."""
+        return fit_length(wave, self.clip_samples, crop=crop or self._crop, generator=generator or self._generator,
+                          pad=self._pad)
+
+    def batch(self, waves: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Fitted clips as model inputs: ``waveforms`` ``(batch, samples)``, and for variable-length models
+        ``waveform_lengths`` ``(batch,)`` with the clips right-padded with zeros."""
+        if not self.variable_length:
+            return {"waveforms": torch.stack(waves)}
+        lengths = torch.tensor([w.shape[-1] for w in waves])
+        padded = waves[0].new_zeros(len(waves), int(lengths.max()))
+        for row, w in zip(padded, waves):
+            row[:w.shape[-1]] = w
+        return {"waveforms": padded, "waveform_lengths": lengths}
 
     def windows(self, wave: torch.Tensor, hop_seconds: float | None = None) -> list[Window]:
         """Consecutive clip-length windows of a long recording, each with its start and end in seconds."""
@@ -236,3 +252,7 @@ class ClipLoader:
     def waveforms(self, sources: list[AudioSource]) -> torch.Tensor:
         """Load and fit a batch of sources into ``(batch, clip_samples)``."""
         return torch.stack([self.clip(self.load(s, describe_source(s, i))) for i, s in enumerate(sources)])
+
+    def audio(self, sources: list[AudioSource]) -> dict[str, torch.Tensor]:
+        """Load and fit a batch of sources into model inputs (see `batch`)."""
+        return self.batch([self.clip(self.load(s, describe_source(s, i))) for i, s in enumerate(sources)])

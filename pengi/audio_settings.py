@@ -6,6 +6,7 @@ from transformers import AutoConfig, ClapAudioConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from .cnn14 import Cnn14Config
+from .slap_audio import SlapAudioConfig
 
 # HTSAT as in Pengi and msclap 2023 (Swin-T on a 256x256 folded log-mel image).
 HTSAT_BASE = dict(spec_size=256, window_size=8, num_mel_bins=64, patch_size=4, patch_stride=(4, 4),
@@ -13,6 +14,7 @@ HTSAT_BASE = dict(spec_size=256, window_size=8, num_mel_bins=64, patch_size=4, p
                   hidden_size=768, enable_fusion=False, num_classes=527)
 
 AutoConfig.register(Cnn14Config.model_type, Cnn14Config, exist_ok=True)
+AutoConfig.register(SlapAudioConfig.model_type, SlapAudioConfig, exist_ok=True)
 
 # `audio_config` is any registered audio tower config; its type picks the tower (encoders.audio_backbone).
 AUDIO_CONFIG_SPEC = SubConfigSpec(config_class=AutoConfig, model_type="clap_audio_model", init_kwargs=HTSAT_BASE)
@@ -27,8 +29,11 @@ def check_audio_settings(config: PreTrainedConfig, clip_seconds: float) -> None:
         if config.n_mels < 32:
             raise ValueError(f"CNN14 halves the mel axis five times: it needs n_mels >= 32, got {config.n_mels}")
         return
+    if isinstance(audio, SlapAudioConfig):
+        return  # any length up to audio.max_seconds; the mel split is checked by SlapAudioConfig itself
     if not isinstance(audio, ClapAudioConfig):
-        raise ValueError(f"audio_config must be a ClapAudioConfig (HTSAT) or a Cnn14Config, got {type(audio).__name__}")
+        raise ValueError("audio_config must be a ClapAudioConfig (HTSAT), a Cnn14Config or a SlapAudioConfig, "
+                         f"got {type(audio).__name__}")
     stride = audio.patch_stride[0] if isinstance(audio.patch_stride, (list, tuple)) else audio.patch_stride
     last_grid = audio.spec_size // stride // 2 ** (len(audio.depths) - 1)
     if last_grid < audio.window_size:

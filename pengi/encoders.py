@@ -12,20 +12,28 @@ from transformers import AutoModel, ClapAudioConfig, ClapAudioModel, PreTrainedC
 from .cnn14 import Cnn14, Cnn14Config
 from .frontend import LogMelSpectrogram
 from .projection import make_projection
+from .slap_audio import SlapAudioConfig, SlapAudioModel
 
 
 def audio_backbone(config: PreTrainedConfig) -> nn.Module:
-    """The audio tower named by the type of ``config``: HTSAT (`ClapAudioConfig`) or CNN14 (`Cnn14Config`)."""
+    """The audio tower named by the type of ``config``: HTSAT (`ClapAudioConfig`), CNN14 (`Cnn14Config`) or
+    SLAP's variable-duration transformer (`SlapAudioConfig`)."""
     if isinstance(config, ClapAudioConfig):
         return ClapAudioModel(config)
     if isinstance(config, Cnn14Config):
         return Cnn14(config)
-    raise ValueError(f"unsupported audio encoder config {type(config).__name__}: use ClapAudioConfig (HTSAT) "
-                     "or Cnn14Config")
+    if isinstance(config, SlapAudioConfig):
+        return SlapAudioModel(config)
+    raise ValueError(f"unsupported audio encoder config {type(config).__name__}: use ClapAudioConfig (HTSAT), "
+                     "Cnn14Config or SlapAudioConfig")
 
 
 class AudioEncoder(nn.Module):
-    """Waveforms -> log-mel -> audio tower (HTSAT or CNN14, each with bn0 over mel bins) -> projection.
+    """Waveforms -> log-mel -> audio tower (HTSAT or CNN14, each with bn0 over mel bins; or SLAP's) -> projection.
+
+    HTSAT and CNN14 take ``(batch, clip_samples)``. The SLAP tower takes clips of any lengths: right-padded
+    ``(batch, samples)`` with ``lengths`` (samples per clip); each clip's log-mel is computed from its own
+    samples only, so padding never leaks into a clip's frames.
 
     ``config`` is a `PengiConfig` or a `CLAPConfig`: both carry the same front-end fields (``sample_rate``,
     ``n_fft``, ``hop_length``, ``win_length``, ``n_mels``, ``f_min``, ``f_max``), ``audio_config``,
@@ -41,12 +49,25 @@ class AudioEncoder(nn.Module):
         self.segments = config.audio_time_segments
         if self.segments > 1 and not isinstance(self.base, ClapAudioModel):
             raise ValueError("audio_time_segments > 1 needs the HTSAT audio encoder")
-        num_features = self.base.num_features if isinstance(self.base, Cnn14) else self.base.audio_encoder.num_features
+        own = isinstance(self.base, (Cnn14, SlapAudioModel))
+        num_features = self.base.num_features if own else self.base.audio_encoder.num_features
         self.projection = make_projection(getattr(config, "projection", "pengi"), num_features * self.segments,
                                           config.d_proj, config.projection_dropout)
 
-    def features(self, waveforms: torch.Tensor) -> torch.Tensor:
+    @property
+    def variable_length(self) -> bool:
+        return isinstance(self.base, SlapAudioModel)
+
+    def mels(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Each clip's own log-mel ``(frames, n_mels)``, from its first ``lengths[i]`` samples."""
+        if lengths is None:
+            return list(self.frontend(waveforms)[:, 0])
+        return [self.frontend(w[None, :int(n)])[0, 0] for w, n in zip(waveforms, lengths)]
+
+    def features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The backbone's pooled output (or its time-segment means, concatenated), before projection."""
+        if isinstance(self.base, SlapAudioModel):
+            return self.base(self.mels(waveforms, lengths)).pooled
         mel = self.frontend(waveforms).to(self.base.dtype)
         if isinstance(self.base, Cnn14):
             return self.base(mel)
@@ -57,8 +78,8 @@ class AudioEncoder(nn.Module):
         over_time = out.last_hidden_state.mean(dim=2)
         return F.adaptive_avg_pool1d(over_time, self.segments).flatten(1)
 
-    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.features(waveforms))
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.projection(self.features(waveforms, lengths))
 
     @property
     def has_frames(self) -> bool:

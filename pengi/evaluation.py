@@ -158,7 +158,8 @@ def predict_batch(model: Pengi, spec: DatasetSpec, loaded: list[tuple[Item, Any]
     if good:
         enc = proc.prompts([item.prompt for item, _ in good])
         with torch.inference_mode():
-            prefix = model.prefix(torch.stack([wave for _, wave in good]), **enc)
+            audio = proc.batch([wave for _, wave in good])  # + waveform_lengths for a variable-length tower
+            prefix = model.prefix(audio["waveforms"], waveform_lengths=audio.get("waveform_lengths"), **enc)
         if uses_generation(spec):
             ids, _ = model.generate_from_prefix(prefix, **decoding(model, spec))
             for out, text in zip(outputs.values(), proc.decode(ids)):

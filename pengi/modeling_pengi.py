@@ -101,9 +101,12 @@ class Pengi(WithProcessor, PreTrainedModel):
             nn.init.normal_(module.prefix_const, std=1.0)
 
     # ------------------------------------------------------------------ tensors in, tensors out
-    def audio_embedding(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """``(batch, samples)`` at the model's sample rate -> audio embeddings ``(batch, d_proj)``."""
-        return self.audio_encoder(waveforms.to(self.device))
+    def audio_embedding(self, waveforms: torch.Tensor, waveform_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``(batch, samples)`` at the model's sample rate -> audio embeddings ``(batch, d_proj)``.
+
+        ``waveform_lengths``: samples per clip of a right-padded batch, for a variable-length (SLAP) tower.
+        """
+        return self.audio_encoder(waveforms.to(self.device), waveform_lengths)
 
     def prompt_embedding(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor) -> torch.Tensor:
         """Prompt embeddings ``(batch, d_proj)``; with no prompt encoder, LM token embeddings ``(batch, n, d_lm)``."""
@@ -130,11 +133,11 @@ class Pengi(WithProcessor, PreTrainedModel):
 
     def prefix(self, waveforms: torch.Tensor | None, prompt_input_ids: torch.Tensor,
                prompt_attention_mask: torch.Tensor, audio_embedding: torch.Tensor | None = None,
-               training_path: bool = False) -> torch.Tensor:
+               training_path: bool = False, waveform_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``[audio prefix, text prefix]`` ``(batch, audio_prefix_length + text_prefix_length, d_lm)``, followed
         by the prompt's LM token embeddings (``prompt_max_length`` more) with ``append_prompt_tokens``."""
         if audio_embedding is None:
-            audio_embedding = self.audio_embedding(waveforms)
+            audio_embedding = self.audio_embedding(waveforms, waveform_lengths)
         audio = self.audio_prefix(audio_embedding)
         if self.text_mapper is None:
             return audio
@@ -145,7 +148,8 @@ class Pengi(WithProcessor, PreTrainedModel):
 
     def forward(self, waveforms: torch.Tensor, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
                 input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **kwargs: Any) -> CausalLMOutputWithPast:
+                labels: torch.Tensor | None = None, waveform_lengths: torch.Tensor | None = None,
+                **kwargs: Any) -> CausalLMOutputWithPast:
         """Teacher-forced LM over ``[prefix, answer]``; the loss covers answer tokens only.
 
         ``input_ids``/``attention_mask`` are the answers (from `PengiProcessor.answers`, end-of-text
@@ -158,7 +162,8 @@ class Pengi(WithProcessor, PreTrainedModel):
         attention_mask = attention_mask.to(self.device)
         if labels is None:
             labels = input_ids.masked_fill(attention_mask == 0, -100)
-        prefix = self.prefix(waveforms, prompt_input_ids, prompt_attention_mask, training_path=True)
+        prefix = self.prefix(waveforms, prompt_input_ids, prompt_attention_mask, training_path=True,
+                             waveform_lengths=waveform_lengths)
         tokens = self.lm.get_input_embeddings()(input_ids)
         embeds = torch.cat([prefix, tokens.to(prefix.dtype)], dim=1)
         n, p = input_ids.shape[0], prefix.shape[1]
@@ -198,7 +203,7 @@ class Pengi(WithProcessor, PreTrainedModel):
     def embed_audio(self, audio: AudioSource | Sequence[AudioSource]) -> torch.Tensor:
         """Audio embeddings ``(batch, d_proj)`` for paths, arrays or a mix of them."""
         with torch.inference_mode():
-            return self.audio_embedding(self._require_processor().waveforms(as_list(audio)))
+            return self.audio_embedding(**self._require_processor().audio(as_list(audio)))
 
     def embed_prompts(self, prompts: str | Sequence[str]) -> torch.Tensor:
         """Prompt embeddings ``(batch, d_proj)`` (with no prompt encoder: LM token embeddings ``(batch, n, d_lm)``)."""
@@ -213,7 +218,7 @@ class Pengi(WithProcessor, PreTrainedModel):
         proc = self._require_processor()
         enc = proc.prompts(texts)
         with torch.inference_mode():
-            audio_prefix = self.audio_prefix(self.audio_embedding(proc.waveforms(sources)))
+            audio_prefix = self.audio_prefix(self.audio_embedding(**proc.audio(sources)))
             if self.text_mapper is None:
                 return audio_prefix, audio_prefix.new_zeros(audio_prefix.shape[0], 0, audio_prefix.shape[2])
             text_prefix = self.text_prefix(self.prompt_embedding(**enc), enc["prompt_attention_mask"])
@@ -258,9 +263,9 @@ class Pengi(WithProcessor, PreTrainedModel):
         """Caption, metadata and sound events of each clip (Pengi's three describe prompts), one dict per clip."""
         sources = as_list(audio)
         proc = self._require_processor()
-        waves = torch.stack([proc.clip(proc.load(s, describe_source(s, i))) for i, s in enumerate(sources)])
+        waves = proc.batch([proc.clip(proc.load(s, describe_source(s, i))) for i, s in enumerate(sources)])
         with torch.inference_mode():
-            audio_embedding = self.audio_embedding(waves)
+            audio_embedding = self.audio_embedding(**waves)
         results: list[dict[str, str]] = [{} for _ in sources]
         for field, prompt in DESCRIBE_PROMPTS.items():
             enc = proc.prompts([prompt] * len(sources))
@@ -274,7 +279,8 @@ class Pengi(WithProcessor, PreTrainedModel):
     def generate_from_waveforms(self, waves: list[torch.Tensor], prompts: list[str], batch_size: int | None = None,
                                 return_scores: bool = False, generate_kwargs: dict[str, Any] | None = None
                                 ) -> list[Any]:
-        """`generate` for clips already loaded and fitted by the processor (``clip_samples`` long each)."""
+        """`generate` for clips already loaded and fitted by the processor (``clip_samples`` long each, or any
+        length up to it for a variable-length tower)."""
         generate_kwargs = generate_kwargs or {}
         if self.text_mapper is None and any(p != DEFAULT_PROMPT for p in prompts):
             warnings.warn("this model reads no prompt (text_prefix_length=0, e.g. clapcap): it captions every clip "
@@ -287,7 +293,8 @@ class Pengi(WithProcessor, PreTrainedModel):
             chunk = slice(start, start + step)
             enc = proc.prompts(prompts[chunk])
             with torch.inference_mode():
-                prefix = self.prefix(torch.stack(waves[chunk]), **enc)
+                audio = proc.batch(waves[chunk])
+                prefix = self.prefix(audio["waveforms"], waveform_lengths=audio.get("waveform_lengths"), **enc)
             ids, scores = self.generate_from_prefix(prefix, return_scores=return_scores, **generate_kwargs)
             texts = proc.decode(ids)
             items: list[Any] = list(zip(texts, scores.tolist())) if return_scores else texts

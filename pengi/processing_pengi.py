@@ -12,6 +12,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from .audio import AudioSource, ClipLoader
 from .configuration_pengi import PengiConfig
 from .errors import PengiInputError
+from .slap_audio import SlapAudioConfig
 
 TOKENIZER_DIR = "tokenizer"
 PROMPT_TOKENIZER_DIR = "prompt_tokenizer"
@@ -37,8 +38,12 @@ class PengiProcessor(ClipLoader):
         generator = None
         if compat and config.release_crop_seed is not None:
             generator = torch.Generator().manual_seed(config.release_crop_seed)
-        super().__init__(config.sample_rate, config.clip_samples, mix="concat" if compat else "mean",
-                         crop="random" if compat else config.long_audio, generator=generator)
+        # A variable-length audio tower (SLAP's) takes each clip whole, up to its max_seconds, in padded batches.
+        variable = isinstance(config.audio_config, SlapAudioConfig)
+        samples = int(round(config.audio_config.max_seconds * config.sample_rate)) if variable else config.clip_samples
+        super().__init__(config.sample_rate, samples, mix="concat" if compat else "mean",
+                         crop="random" if compat else config.long_audio, generator=generator,
+                         pad="none" if variable else "repeat")
 
     # ----- saving and loading -----
     @classmethod
@@ -111,7 +116,7 @@ class PengiProcessor(ClipLoader):
         """Everything `Pengi.forward` takes, for a batch of examples."""
         batch: dict[str, torch.Tensor] = {}
         if audio is not None:
-            batch["waveforms"] = self.waveforms(audio)
+            batch.update(self.audio(list(audio)))
         if prompts is not None:
             batch.update(self.prompts(prompts))
         if answers is not None:

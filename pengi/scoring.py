@@ -122,8 +122,9 @@ def class_log_likelihoods_from_prefix(model: Pengi, prefix: torch.Tensor, classe
 
 @torch.inference_mode()
 def class_log_likelihoods(model: Pengi, waveforms: torch.Tensor, prompts: Sequence[str], classes: Sequence[str],
-                          batch_size: int = 128) -> torch.Tensor:
-    """`class_log_likelihoods_from_prefix` for ``(clips, samples)`` waveforms (already fitted by the processor)
-    and one prompt per clip."""
+                          batch_size: int = 128, waveform_lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """`class_log_likelihoods_from_prefix` for ``(clips, samples)`` waveforms (already fitted by the processor;
+    right-padded with ``waveform_lengths`` for a variable-length tower) and one prompt per clip."""
     enc = model._require_processor().prompts(list(prompts))
-    return class_log_likelihoods_from_prefix(model, model.prefix(waveforms, **enc), classes, batch_size)
+    prefix = model.prefix(waveforms, waveform_lengths=waveform_lengths, **enc)
+    return class_log_likelihoods_from_prefix(model, prefix, classes, batch_size)

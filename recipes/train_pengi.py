@@ -145,7 +145,8 @@ def validate(model: Pengi, loader, accelerator: Accelerator, cfg: dict) -> tuple
             break
         losses.append(accelerator.gather(model(**batch).loss.detach()).mean().item())
         if cfg["eval"].get("metrics", True) or i == 0:
-            prefix = unwrapped.prefix(batch["waveforms"], batch["prompt_input_ids"], batch["prompt_attention_mask"])
+            prefix = unwrapped.prefix(batch["waveforms"], batch["prompt_input_ids"], batch["prompt_attention_mask"],
+                                      waveform_lengths=batch.get("waveform_lengths"))
             ids, _ = unwrapped.generate_from_prefix(prefix, num_beams=1)
             prompts += prompt_tok.batch_decode(batch["prompt_input_ids"], skip_special_tokens=True)
             truths += proc.decode(batch["input_ids"])

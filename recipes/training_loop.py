@@ -112,13 +112,16 @@ Validate = Callable[[torch.nn.Module], tuple[dict[str, float], list[str]]]
 
 
 def run(cfg: dict, accelerator: Accelerator, model: torch.nn.Module, epoch_batches: EpochBatches,
-        validate: Validate | None = None, extra_logs: Callable[[torch.nn.Module], dict] | None = None
+        validate: Validate | None = None, extra_logs: Callable[[torch.nn.Module], dict] | None = None,
+        after_step: Callable[[torch.nn.Module], None] | None = None, forward_kwargs: dict | None = None
         ) -> torch.nn.Module:
     """Train ``model``'s trainable parameters for ``optim.max_steps`` optimizer steps; returns the unwrapped model.
 
     ``epoch_batches(epoch, skip)`` yields one epoch's batches after its first ``skip`` (exact resume).
     ``validate(model)`` returns scores to log and lines to print, every ``eval.every`` steps.
-    ``extra_logs(unwrapped_model)`` adds values to each training log line.
+    ``extra_logs(unwrapped_model)`` adds values to each training log line; an output with a ``losses`` dict
+    (one loss per objective) has each logged too. ``after_step(unwrapped_model)`` runs after every optimizer
+    step (an EMA teacher's update). ``forward_kwargs`` go to every forward call.
     Resumes from the newest complete checkpoint in ``output_dir/checkpoints``.
     """
     out, opt_cfg = cfg["output_dir"], cfg["optim"]
@@ -152,7 +155,8 @@ def run(cfg: dict, accelerator: Accelerator, model: torch.nn.Module, epoch_batch
                 state["batch_in_epoch"] += 1
                 continue
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                output = model(**batch, **(forward_kwargs or {}))
+                loss = output.loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and opt_cfg.get("max_grad_norm"):
                     accelerator.clip_grad_norm_(params, opt_cfg["max_grad_norm"])
@@ -163,6 +167,8 @@ def run(cfg: dict, accelerator: Accelerator, model: torch.nn.Module, epoch_batch
             seen += batch["waveforms"].shape[0] * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
+            if after_step is not None:
+                after_step(accelerator.unwrap_model(model))
             state["step"] += 1
             bar.update(1)
             step = state["step"]
@@ -170,6 +176,8 @@ def run(cfg: dict, accelerator: Accelerator, model: torch.nn.Module, epoch_batch
                 mean_loss = accelerator.gather(loss.detach()).mean().item()
                 rate = seen / (time.time() - started)
                 logs = {"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/samples_per_s": rate}
+                for name, value in (getattr(output, "losses", None) or {}).items():
+                    logs[f"train/{name}"] = accelerator.gather(value.detach()).mean().item()
                 if extra_logs is not None:
                     logs.update(extra_logs(accelerator.unwrap_model(model)))
                 accelerator.log(logs, step=step)

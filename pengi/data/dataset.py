@@ -16,6 +16,7 @@ from ..audio import ClipLoader
 from ..errors import PengiInputError
 from ..processing_clap import CLAPProcessor
 from ..processing_pengi import PengiProcessor
+from ..processing_slap import SLAPProcessor
 
 log = logging.getLogger("pengi")
 
@@ -33,7 +34,8 @@ def decode_example(row: Mapping[str, Any], index: int, processor: ClipLoader, tr
         log.warning("skipping example %d: %s", index, err)
         return None
     if train:
-        wave = processor.clip(wave, random_crop=torch.Generator().manual_seed(hash((seed, epoch, index)) % 2**63))
+        generator = torch.Generator().manual_seed(hash((seed, epoch, index)) % 2**63)
+        wave = processor.clip(wave, crop="random", generator=generator)
     else:
         wave = processor.clip(wave)
     return {"waveform": wave, "prompt": row["prompt"], "answer": row["answer"]}
@@ -84,7 +86,7 @@ class StreamingAudioTextDataset(torch.utils.data.IterableDataset):
 
 
 class PengiCollator:
-    """Stack waveforms and tokenize prompts and answers with the model's processor; drops unreadable rows."""
+    """Batch waveforms and tokenize prompts and answers with the model's processor; drops unreadable rows."""
 
     def __init__(self, processor: PengiProcessor):
         self.processor = processor
@@ -97,7 +99,8 @@ class PengiCollator:
         items = [x for x in items if x is not None]
         if not items:
             return {}
-        return {"waveforms": torch.stack([x["waveform"] for x in items]), **self.texts(items)}
+        # + waveform_lengths for a variable-length (SLAP) tower
+        return {**self.processor.batch([x["waveform"] for x in items]), **self.texts(items)}
 
 
 class CLAPCollator(PengiCollator):
@@ -108,6 +111,18 @@ class CLAPCollator(PengiCollator):
 
     def texts(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return self.processor.texts([x["answer"] for x in items])
+
+
+class SLAPCollator(PengiCollator):
+    """Right-pad clips (with ``waveform_lengths``) and tokenize each row's answer, its caption, for the text
+    encoder and for the caption decoder (`SLAPProcessor`); drops unreadable rows."""
+
+    def __init__(self, processor: SLAPProcessor):
+        self.processor = processor
+
+    def texts(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        texts = [x["answer"] for x in items]
+        return {**self.processor.texts(texts), **self.processor.captions(texts)}
 
 
 def readable(rows: datasets.Dataset, num_proc: int | None = None) -> datasets.Dataset:
