@@ -15,13 +15,11 @@ loss and audio-text retrieval (R@1/5/10 both ways) on the validation manifest's 
 
 from __future__ import annotations
 
-import os
-
 import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from training_loop import make_accelerator, parse_args, run
+from training_loop import finish, make_accelerator, parse_args, run
 from transformers import AutoModel, AutoTokenizer
 
 from pengi import CLAP, CLAPProcessor
@@ -125,10 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     validate_fn = None if val_loader is None else (lambda m: validate(m, val_loader, accelerator))
     final = run(cfg, accelerator, model, epoch_batches, validate_fn,
                 extra_logs=lambda m: {"train/temperature": 1 / m.logit_scale.exp().item()})
-    if accelerator.is_main_process:
-        final.save_pretrained(os.path.join(cfg["output_dir"], "final"))
-        accelerator.print(f"saved {os.path.join(cfg['output_dir'], 'final')}")
-    accelerator.end_training()
+    finish(accelerator, cfg, final)
 
 
 if __name__ == "__main__":

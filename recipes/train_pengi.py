@@ -13,13 +13,11 @@ it resumes from the newest complete checkpoint, also after being killed.
 
 from __future__ import annotations
 
-import os
-
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from datasets.distributed import split_dataset_by_node
-from training_loop import make_accelerator, parse_args, run
+from training_loop import finish, make_accelerator, parse_args, run
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from pengi import CLAP, Pengi, PengiProcessor
@@ -176,12 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     epoch_batches, val_loader = build_data(cfg, model.processor, cfg.get("seed", 0), accelerator)
     validate_fn = None if val_loader is None else (lambda m: validate(m, val_loader, accelerator, cfg))
     final = run(cfg, accelerator, model, epoch_batches, validate_fn)
-    if accelerator.is_main_process:
-        if cfg["train"].get("lora"):
-            final.lm = final.lm.merge_and_unload()
-        final.save_pretrained(os.path.join(cfg["output_dir"], "final"))
-        accelerator.print(f"saved {os.path.join(cfg['output_dir'], 'final')}")
-    accelerator.end_training()
+    if accelerator.is_main_process and cfg["train"].get("lora"):
+        final.lm = final.lm.merge_and_unload()
+    finish(accelerator, cfg, final)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,9 @@ printed every ``log.every`` steps; validation reports the losses and text/audio 
 
 from __future__ import annotations
 
-import os
-
 import torch
 from accelerate import Accelerator
-from training_loop import make_accelerator, parse_args, run
+from training_loop import finish, make_accelerator, parse_args, run
 from transformers import AutoTokenizer
 
 from pengi import SLAP, SLAPProcessor
@@ -108,10 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     validate_fn = None if val_loader is None else (lambda m: (validate(m, val_loader, accelerator, cfg), []))
     final = run(cfg, accelerator, model, epoch_batches, validate_fn, after_step=lambda m: m.ema_step(),
                 forward_kwargs={"pack": cfg["train"].get("pack", False)})
-    if accelerator.is_main_process:
-        final.save_pretrained(os.path.join(cfg["output_dir"], "final"))
-        accelerator.print(f"saved {os.path.join(cfg['output_dir'], 'final')}")
-    accelerator.end_training()
+    finish(accelerator, cfg, final)
 
 
 if __name__ == "__main__":

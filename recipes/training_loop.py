@@ -200,3 +200,12 @@ def run(cfg: dict, accelerator: Accelerator, model: torch.nn.Module, epoch_batch
     bar.close()
     accelerator.wait_for_everyone()
     return accelerator.unwrap_model(model)
+
+
+def finish(accelerator: Accelerator, cfg: dict, model: torch.nn.Module) -> None:
+    """Save the trained model to ``output_dir/final`` (main process only) and close the trackers."""
+    if accelerator.is_main_process:
+        final = os.path.join(cfg["output_dir"], "final")
+        model.save_pretrained(final)
+        accelerator.print(f"saved {final}")
+    accelerator.end_training()
