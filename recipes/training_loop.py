@@ -175,12 +175,14 @@ def run(cfg: dict, accelerator: Accelerator, model: torch.nn.Module, epoch_batch
             if step % cfg["log"].get("every", 10) == 0 or step == max_steps:
                 mean_loss = accelerator.gather(loss.detach()).mean().item()
                 rate = seen / (time.time() - started)
-                logs = {"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/samples_per_s": rate}
+                losses = {"train/loss": mean_loss}
                 for name, value in (getattr(output, "losses", None) or {}).items():
-                    logs[f"train/{name}"] = accelerator.gather(value.detach()).mean().item()
+                    losses[f"train/{name}"] = accelerator.gather(value.detach()).mean().item()
+                logs = {**losses, "train/lr": scheduler.get_last_lr()[0], "train/samples_per_s": rate}
                 if extra_logs is not None:
                     logs.update(extra_logs(accelerator.unwrap_model(model)))
                 accelerator.log(logs, step=step)
+                accelerator.print(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
                 bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:.1f}")
             if validate is not None and (step % cfg["eval"]["every"] == 0 or step == max_steps):
                 model.eval()
