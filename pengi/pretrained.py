@@ -14,13 +14,13 @@ TOKENIZER_KWARGS = ("cache_dir", "local_files_only", "revision", "token")
 
 
 class WithProcessor:
-    """Mixin placed before `PreTrainedModel`. Subclasses set ``processor_class`` and define ``apply_freezing``."""
+    """Mixin placed before `PreTrainedModel`. Subclasses set ``processor_class`` and may define ``apply_freezing``."""
 
     processor_class: Any = None
     processor: Any = None
 
     def apply_freezing(self) -> None:
-        raise NotImplementedError
+        """Freeze what the config says after loading; models with frozen parts override this."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):

@@ -19,11 +19,19 @@ import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from training_loop import finish, make_accelerator, parse_args, run
+from training_loop import (
+    finish,
+    loader_options,
+    make_accelerator,
+    map_style_batches,
+    parse_args,
+    run,
+    validation_loader,
+)
 from transformers import AutoModel, AutoTokenizer
 
 from pengi import CLAP, CLAPProcessor
-from pengi.data.dataset import AudioTextDataset, CLAPCollator, DurationBucketBatchSampler, durations, mixture, readable
+from pengi.data.dataset import CLAPCollator, mixture, readable
 from pengi.data.manifest import load_manifest
 from pengi.evaluation import load_metric
 from pengi.presets import CLAP_PRESETS
@@ -66,27 +74,14 @@ def build_data(cfg: dict, processor: CLAPProcessor, seed: int, accelerator: Acce
     rows = mixture([clap_rows(part["manifest"], texts) for part in data["train"]], weights, seed=seed)
     if data.get("check_files", True):
         rows = readable(rows, num_proc=data.get("num_proc"))
-    lengths = durations(rows) if data.get("bucket_by_duration") else [0.0] * len(rows)
-    sampler = DurationBucketBatchSampler(lengths, data["batch_size"], seed=seed, drop_last=True)
-    if len(sampler) == 0:
-        raise ValueError(f"the training data has fewer examples than one batch ({data['batch_size']})")
-    loader_kwargs = dict(collate_fn=CLAPCollator(processor), num_workers=data.get("num_workers", 0),
-                         generator=torch.Generator().manual_seed(seed))
-    train = accelerator.prepare(torch.utils.data.DataLoader(
-        AudioTextDataset(rows, processor, train=True, seed=seed), batch_sampler=sampler, **loader_kwargs))
-
-    def epoch_batches(epoch: int, skip: int):
-        train.set_epoch(epoch)
-        sampler.skip_next(skip)
-        return train
+    loader_kwargs = loader_options(data, CLAPCollator(processor), seed)
+    epoch_batches = map_style_batches(rows, processor, data, seed, accelerator, loader_kwargs)
 
     val = None
     if data.get("validation"):
         val_rows = clap_rows(data["validation"], {"caption": texts.get("caption", "{answer}")})
         val_rows = val_rows.select(range(min(len(val_rows), cfg["eval"].get("max_examples", 1000))))
-        val = torch.utils.data.DataLoader(AudioTextDataset(val_rows, processor, train=False),
-                                          batch_size=data["batch_size"], **loader_kwargs)
-        val = accelerator.prepare(val)
+        val = validation_loader(val_rows, processor, data, accelerator, loader_kwargs)
     return epoch_batches, val
 
 

@@ -17,16 +17,21 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from datasets.distributed import split_dataset_by_node
-from training_loop import finish, make_accelerator, parse_args, run
+from training_loop import (
+    finish,
+    loader_options,
+    make_accelerator,
+    map_style_batches,
+    parse_args,
+    run,
+    validation_loader,
+)
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from pengi import CLAP, Pengi, PengiProcessor
 from pengi.data.dataset import (
-    AudioTextDataset,
-    DurationBucketBatchSampler,
     PengiCollator,
     StreamingAudioTextDataset,
-    durations,
     mixture,
     readable,
 )
@@ -82,11 +87,8 @@ def build_data(cfg: dict, processor: PengiProcessor, seed: int, accelerator: Acc
     """Returns ``epoch_batches(epoch, skip)``, the batches of one epoch after its first ``skip``, and the
     validation loader. ``data.batch_size`` is the global batch, split across processes."""
     data = cfg["data"]
-    collate = PengiCollator(processor)
-    workers = data.get("num_workers", 0)
     weights = [part.get("weight", 1.0) for part in data["train"]]
-    # Loaders get their own generator: iterating must not draw from the global RNG that dropout uses.
-    loader_kwargs = dict(collate_fn=collate, num_workers=workers, generator=torch.Generator().manual_seed(seed))
+    loader_kwargs = loader_options(data, PengiCollator(processor), seed)
 
     if data.get("streaming"):
         parts = [load_manifest(part["manifest"], streaming=True) for part in data["train"]]
@@ -105,23 +107,11 @@ def build_data(cfg: dict, processor: PengiProcessor, seed: int, accelerator: Acc
         rows = mixture([load_manifest(part["manifest"]) for part in data["train"]], weights, seed=seed)
         if data.get("check_files", True):
             rows = readable(rows, num_proc=data.get("num_proc"))
-        lengths = durations(rows) if data.get("bucket_by_duration") else [0.0] * len(rows)
-        sampler = DurationBucketBatchSampler(lengths, data["batch_size"], seed=seed, drop_last=True)
-        if len(sampler) == 0:
-            raise ValueError(f"the training data has fewer examples than one batch ({data['batch_size']})")
-        train = torch.utils.data.DataLoader(AudioTextDataset(rows, processor, train=True, seed=seed),
-                                            batch_sampler=sampler, **loader_kwargs)
-        train = accelerator.prepare(train)
-
-        def epoch_batches(epoch: int, skip: int):
-            train.set_epoch(epoch)  # accelerate passes it on to the sampler and the dataset
-            sampler.skip_next(skip)
-            return train
+        epoch_batches = map_style_batches(rows, processor, data, seed, accelerator, loader_kwargs)
 
     val = None
     if data.get("validation"):
-        val_set = AudioTextDataset(load_manifest(data["validation"]), processor, train=False)
-        val = accelerator.prepare(torch.utils.data.DataLoader(val_set, batch_size=data["batch_size"], **loader_kwargs))
+        val = validation_loader(load_manifest(data["validation"]), processor, data, accelerator, loader_kwargs)
     return epoch_batches, val
 
 

@@ -16,11 +16,19 @@ from __future__ import annotations
 
 import torch
 from accelerate import Accelerator
-from training_loop import finish, make_accelerator, parse_args, run
+from training_loop import (
+    finish,
+    loader_options,
+    make_accelerator,
+    map_style_batches,
+    parse_args,
+    run,
+    validation_loader,
+)
 from transformers import AutoTokenizer
 
 from pengi import SLAP, SLAPProcessor
-from pengi.data.dataset import AudioTextDataset, DurationBucketBatchSampler, SLAPCollator, durations, mixture, readable
+from pengi.data.dataset import SLAPCollator, mixture, readable
 from pengi.data.manifest import load_manifest
 from pengi.evaluation import load_metric
 from pengi.presets import SLAP_PRESETS
@@ -50,27 +58,14 @@ def build_data(cfg: dict, processor: SLAPProcessor, seed: int, accelerator: Acce
     """``epoch_batches(epoch, skip)`` and the validation loader, as in train_pengi.py (map-style data)."""
     data = cfg["data"]
     tasks = data.get("tasks", ["caption"])
-    loader_kwargs = dict(collate_fn=SLAPCollator(processor), num_workers=data.get("num_workers", 0),
-                         generator=torch.Generator().manual_seed(seed))
+    loader_kwargs = loader_options(data, SLAPCollator(processor), seed)
     rows = load_rows(data["train"], tasks, seed, data.get("check_files", True))
-    lengths = durations(rows) if data.get("bucket_by_duration", True) else [0.0] * len(rows)
-    sampler = DurationBucketBatchSampler(lengths, data["batch_size"], seed=seed, drop_last=True,
-                                         bucket_batches=data.get("bucket_batches", 50))
-    if len(sampler) == 0:
-        raise ValueError(f"the training data has fewer examples than one batch ({data['batch_size']})")
-    train = accelerator.prepare(torch.utils.data.DataLoader(AudioTextDataset(rows, processor, train=True, seed=seed),
-                                                            batch_sampler=sampler, **loader_kwargs))
-
-    def epoch_batches(epoch: int, skip: int):
-        train.set_epoch(epoch)
-        sampler.skip_next(skip)
-        return train
+    epoch_batches = map_style_batches(rows, processor, data, seed, accelerator, loader_kwargs, bucket_by_duration=True)
 
     val = None
     if data.get("validation"):
         val_rows = load_rows([{"manifest": data["validation"]}], tasks, seed, check_files=False)
-        val = accelerator.prepare(torch.utils.data.DataLoader(AudioTextDataset(val_rows, processor, train=False),
-                                                              batch_size=data["batch_size"], **loader_kwargs))
+        val = validation_loader(val_rows, processor, data, accelerator, loader_kwargs)
     return epoch_batches, val
 
 

@@ -21,6 +21,8 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from pengi.data.dataset import AudioTextDataset, DurationBucketBatchSampler, durations
+
 
 # ----------------------------------------------------------------------------- config
 def load_config(path: str, overrides: list[str]) -> dict:
@@ -77,6 +79,41 @@ def make_accelerator(cfg: dict) -> Accelerator:
                               dataloader_config=DataLoaderConfiguration(split_batches=True))
     set_seed(cfg.get("seed", 0))
     return accelerator
+
+
+# ----------------------------------------------------------------------------- data
+def loader_options(data: dict, collate_fn: Callable, seed: int) -> dict:
+    """DataLoader arguments every recipe uses. Loaders get their own generator: iterating must not draw from
+    the global RNG that dropout uses."""
+    return dict(collate_fn=collate_fn, num_workers=data.get("num_workers", 0),
+                generator=torch.Generator().manual_seed(seed))
+
+
+def map_style_batches(rows, processor, data: dict, seed: int, accelerator: Accelerator, loader_kwargs: dict,
+                      bucket_by_duration: bool = False) -> EpochBatches:
+    """``epoch_batches(epoch, skip)`` over manifest ``rows`` decoded in the loader's workers: global batches of
+    ``data.batch_size`` (split across processes), grouped by duration when ``data.bucket_by_duration`` (default
+    ``bucket_by_duration``), resumable mid-epoch."""
+    lengths = durations(rows) if data.get("bucket_by_duration", bucket_by_duration) else [0.0] * len(rows)
+    sampler = DurationBucketBatchSampler(lengths, data["batch_size"], seed=seed, drop_last=True,
+                                         bucket_batches=data.get("bucket_batches", 50))
+    if len(sampler) == 0:
+        raise ValueError(f"the training data has fewer examples than one batch ({data['batch_size']})")
+    train = accelerator.prepare(torch.utils.data.DataLoader(
+        AudioTextDataset(rows, processor, train=True, seed=seed), batch_sampler=sampler, **loader_kwargs))
+
+    def epoch_batches(epoch: int, skip: int):
+        train.set_epoch(epoch)  # accelerate passes it on to the sampler and the dataset
+        sampler.skip_next(skip)
+        return train
+
+    return epoch_batches
+
+
+def validation_loader(rows, processor, data: dict, accelerator: Accelerator, loader_kwargs: dict):
+    """Validation batches of ``data.batch_size`` clips, with the model's deterministic crops."""
+    return accelerator.prepare(torch.utils.data.DataLoader(AudioTextDataset(rows, processor, train=False),
+                                                           batch_size=data["batch_size"], **loader_kwargs))
 
 
 # ----------------------------------------------------------------------------- checkpoints
