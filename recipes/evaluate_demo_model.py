@@ -22,7 +22,7 @@ import os
 from collections import Counter, defaultdict
 from typing import Any
 
-import torch
+from pretrain_lm import context_report
 
 from pengi import Pengi
 from pengi.data.manifest import load_manifest
@@ -68,29 +68,12 @@ def majority_control(train: list[dict], test: list[dict], qa_metric) -> dict[str
 
 
 def context_bound(model: Pengi, test: list[dict], batch_size: int) -> dict[str, Any]:
-    """QA accuracy of the model's frozen LM reading the clip's metadata in the prefix positions (left-padded to
-    the prefix length) and the prompt left-padded as Pengi pads it: an upper bound for the audio path."""
-    tok, cfg = model.processor.tokenizer, model.config
-    slots, prompt_length = cfg.audio_prefix_length + cfg.text_prefix_length, cfg.prompt_max_length
-    metadata = {r["audio"]: r["answer"] for r in test if r["task"] == "metadata"}
-    qa = [r for r in test if r["task"] == "aqa" and r["audio"] in metadata]
-    preds = []
-    for start in range(0, len(qa), batch_size):
-        rows = []
-        for r in qa[start:start + batch_size]:
-            context = tok(metadata[r["audio"]])["input_ids"][-slots:]
-            prompt = tok(r["prompt"])["input_ids"][-prompt_length:]
-            rows.append([tok.pad_token_id] * (slots - len(context)) + context
-                        + [tok.pad_token_id] * (prompt_length - len(prompt)) + prompt)
-        ids = torch.tensor(rows, device=model.device)
-        with torch.inference_mode():
-            out = model.lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
-                                    max_new_tokens=cfg.max_new_tokens, eos_token_id=tok.eos_token_id,
-                                    pad_token_id=tok.pad_token_id)
-        preds += model.processor.decode(out[:, ids.shape[1]:])
-    result = load_metric("audio_qa").compute(predictions=preds, references=[[r["answer"]] for r in qa],
-                                             question_types=[r["question_type"] or "other" for r in qa])
-    return {"qa": {"accuracy": result["accuracy"], **{t: v["accuracy"] for t, v in result["per_type"].items()}}}
+    """QA accuracy of the model's frozen LM reading each clip's metadata where the audio prefix goes, laid out as
+    `pretrain_lm.py --context-slots` trained it: an upper bound for the audio path."""
+    cfg = model.config
+    layout = dict(context_slots=cfg.audio_prefix_length, text_slots=cfg.text_prefix_length,
+                  prompt_length=cfg.prompt_max_length)
+    return {"qa": context_report(model.lm, model.processor.tokenizer, test, "metadata", layout)}
 
 
 def evaluate_model(model: Pengi, test: list[dict], train: list[dict], batch_size: int = 64,

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The demo model, from nothing: corpus, LM (reading a context), CLAP (the audio encoder), Pengi, proof.
+# Training takes about 28 minutes on 2 CPU cores (docs/demo-model.md).
 #   bash recipes/train_demo_model.sh [DATA_DIR] [RUN_DIR]
 set -euo pipefail
 data=${1:-data/scenes}
 run=${2:-runs/demo}
 python recipes/make_scene_corpus.py --out "$data" --train 8000 --validation 200 --test 500 --questions-per-scene 6
 start=$(date +%s)
-python recipes/pretrain_lm.py --manifests "$data/train.jsonl" --out "$run/lm" --vocab-size 1000 --n-embd 128 \
-    --n-layer 4 --n-head 4 --steps 1500 --batch-size 64 --context-slots 32
+python recipes/pretrain_lm.py --manifests "$data/train.jsonl" --validation "$data/validation.jsonl" --out "$run/lm" \
+    --architecture llama --vocab-size 1000 --n-embd 128 --n-layer 4 --n-head 4 --steps 3000 --batch-size 32 --lr 1e-3 \
+    --context-slots 32 --text-slots 8 --prompt-length 16 --loss all
 data_args=("data.train=[{manifest: $data/train.jsonl}]" "data.validation=$data/validation.jsonl")
 python recipes/train_clap.py --config recipes/configs/clap-demo.yaml --set "output_dir=$run/clap" \
     "model.tokenizer=$run/lm" "${data_args[@]}"

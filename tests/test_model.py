@@ -288,3 +288,23 @@ def test_appended_prompt_tokens_keep_batches_equal_to_single_inputs(gpt2_tokeniz
     assert np.allclose([s for _, s in batched], [s for _, s in single], atol=1e-4)
     with pytest.raises(ValueError, match="append_prompt_tokens needs prompts in the LM's own tokens"):
         PengiConfig(append_prompt_tokens=True, prompt_encoder_config={"model_type": "clip_text_model"})
+
+
+def test_any_causal_lm_works_llama_style(tmp_path, gpt2_tokenizer):
+    """The frozen LM is any transformers causal LM: a Llama-style decoder (rotary positions, as the demo model's
+    stage 1 can train) batches, decodes and round-trips like GPT-2."""
+    from transformers import LlamaConfig
+
+    eos = gpt2_tokenizer.eos_token_id
+    lm = LlamaConfig(vocab_size=len(gpt2_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128, bos_token_id=eos,
+                     eos_token_id=eos, tie_word_embeddings=True)
+    m = make_tiny(gpt2_tokenizer, lm_config=lm, append_prompt_tokens=True)
+    assert type(m.lm).__name__ == "LlamaForCausalLM"
+    audio, prompts = clips([1, 2, 3]), ["generate audio caption", "question: is it raining?", "a"]
+    batched = m.generate(audio, prompts, max_new_tokens=5)
+    assert batched == [m.generate([a], p, max_new_tokens=5)[0] for a, p in zip(audio, prompts)]
+    m.save_pretrained(tmp_path)
+    loaded = Pengi.from_pretrained(tmp_path).eval()
+    assert type(loaded.lm).__name__ == "LlamaForCausalLM"
+    assert loaded.generate(audio, prompts, max_new_tokens=5) == batched

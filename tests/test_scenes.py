@@ -138,8 +138,8 @@ def test_texts_of_a_hand_made_scene():
                   event("clicking", loud=False, onset=2.3, freq=3000, rate=12),
                   event("clicking", loud=False, onset=3.2, freq=3000, rate=12)), -60.0)
     assert class_label(s) == "beeping, noise, clicking"
-    assert metadata(s) == ("4 events, loud short high beeping, quiet long noise, quiet short clicking, "
-                           "quiet short clicking")
+    assert metadata(s) == ("4 events: first loud short high beeping, second quiet long noise, third quiet short "
+                           "clicking, last quiet short clicking")
     asked = {}
     for seed in range(300):
         for qa in questions(Scene(seed, s.events, s.background_db), 6):

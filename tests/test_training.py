@@ -188,25 +188,31 @@ def test_lm_pretraining_learns_the_sequence_pengi_feeds_it(tmp_path, synthetic):
 
 
 def test_lm_pretrained_with_a_context_answers_from_it(tmp_path, synthetic):
-    """With --context-slots the LM reads a text about the clip in the positions Pengi's prefixes take; the same
-    prompt then gets the answer its context says, not the corpus' most frequent one."""
+    """With --context-slots the LM reads a text about the clip in the positions Pengi's audio prefix takes (then
+    padding where the text prefix goes); the same prompt then gets the answer its context says, not the corpus'
+    most frequent one. --validation scores it reading held-out contexts."""
     out = tmp_path / "lm"
     result = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "pretrain_lm.py"), "--manifests",
                              str(synthetic / "train.jsonl"), "--out", str(out), "--vocab-size", "300",
                              "--n-embd", "32", "--n-layer", "2", "--n-head", "2", "--steps", "250", "--lr", "1e-2",
-                             "--batch-size", "16", "--context-slots", "8", "--prompt-length", "8"],
+                             "--batch-size", "16", "--context-slots", "8", "--text-slots", "2", "--prompt-length", "8",
+                             "--loss", "all", "--architecture", "llama",
+                             "--validation", str(synthetic / "validation.jsonl")],
                             capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    layout_ids = load_recipe_module("pretrain_lm").context_input_ids
     tok, lm = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out).eval()
+    assert type(lm).__name__ == "LlamaForCausalLM"
+    head = layout_ids(tok, "3 events: a, b", "question: which?", context_slots=8, text_slots=2, prompt_length=8)
+    assert len(head) == 18 and head[8:10] == [tok.pad_token_id] * 2  # context, text-prefix slots, prompt
     rows = [json.loads(line) for line in open(synthetic / "train.jsonl")]
     metadata = {r["audio"]: r["answer"] for r in rows if r["task"] == "metadata"}
     labelled = [r for r in rows if r["task"] == "sound_event"]
 
     def answer_loss(context: str, prompt: str, answer: str) -> float:
-        c, p = tok(context)["input_ids"][-8:], tok(prompt)["input_ids"][:8]
-        head = [tok.pad_token_id] * (8 - len(c)) + c + [tok.pad_token_id] * (8 - len(p)) + p
+        head = layout_ids(tok, context, prompt, context_slots=8, text_slots=2, prompt_length=8)
         tail = tok(answer)["input_ids"] + [tok.eos_token_id]
         with torch.no_grad():
             return lm(torch.tensor([head + tail]), labels=torch.tensor([[-100] * len(head) + tail])).loss.item()
@@ -217,3 +223,5 @@ def test_lm_pretrained_with_a_context_answers_from_it(tmp_path, synthetic):
         own = answer_loss(metadata[row["audio"]], row["prompt"], row["answer"])
         wins += own < answer_loss(metadata[other["audio"]], row["prompt"], row["answer"]) - 1
     assert wins >= 0.75 * len(labelled)  # an LM that ignored the context would win none
+    report = json.loads((out / "context_report.json").read_text())
+    assert 0 <= report["accuracy"] <= 1 and "QA accuracy reading the true context" in result.stdout

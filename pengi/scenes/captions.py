@@ -13,6 +13,7 @@ import numpy as np
 from .graph import Event, Scene
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six")
+ORDINALS = ("first", "second", "third", "fourth")
 
 # Phrasings (singular, plural) of each source in captions; the first is the one questions use.
 NOUNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -44,12 +45,15 @@ def class_label(scene: Scene) -> str:
 
 
 def metadata(scene: Scene) -> str:
-    """The answer to "generate metadata": a fixed-form list, e.g. "2 events, loud short high beeping, quiet long
-    noise", with ", overlapping" at the end when events overlap. It has no free choices, unlike captions."""
+    """The answer to "generate metadata": a fixed-form list with no free choices, unlike captions, e.g.
+    "3 events: first loud short high beeping, second quiet long noise, last quiet short clicking, overlapping"
+    (", overlapping" when events overlap). Events are named as questions name them ("the second sound", "the
+    last sound"), so the list can be read against a question by matching words."""
     n = len(scene.events)
-    parts = [f"{n} event{'s' if n > 1 else ''}"]
-    parts += [" ".join(w for w in (e.loudness, e.duration, e.pitch, e.source) if w) for e in scene.events]
-    return ", ".join(parts + (["overlapping"] if scene.overlapping else []))
+    names = [""] if n == 1 else [*ORDINALS[: n - 1], "last"]
+    events = [" ".join(w for w in (name, e.loudness, e.duration, e.pitch, e.source) if w)
+              for name, e in zip(names, scene.events)]
+    return f"{n} event{'s' if n > 1 else ''}: " + ", ".join(events + (["overlapping"] if scene.overlapping else []))
 
 
 def _groups(scene: Scene) -> list[list[Event]]:

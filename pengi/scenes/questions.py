@@ -26,11 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .captions import NOUNS, NUMBERS
+from .captions import NOUNS, NUMBERS, ORDINALS
 from .graph import PITCHED, TYPES, Event, Scene
 
 QUESTION_TYPES = ("yes/no", "count", "order", "attribute", "comparison", "loudest")
-ORDINALS = ("first", "second", "third", "fourth")
 TOTAL_COUNT_P = 0.85  # a count question asks for the total with this chance, else another count the scene has
 ONE_EVENT_COUNT_P = 0.4  # ... and is asked of a one-event scene only with this chance: "one" is common enough
 
