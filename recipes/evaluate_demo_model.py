@@ -73,7 +73,7 @@ def context_bound(model: Pengi, test: list[dict], batch_size: int) -> dict[str, 
     cfg = model.config
     layout = dict(context_slots=cfg.audio_prefix_length, text_slots=cfg.text_prefix_length,
                   prompt_length=cfg.prompt_max_length)
-    return {"qa": context_report(model.lm, model.processor.tokenizer, test, "metadata", layout)}
+    return {"qa": context_report(model.lm, model.processor.tokenizer, test, "metadata", layout, batch_size)}
 
 
 def evaluate_model(model: Pengi, test: list[dict], train: list[dict], batch_size: int = 64,

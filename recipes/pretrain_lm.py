@@ -86,11 +86,12 @@ def answer_from_context(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
 
 
 def context_report(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, rows: list[dict], task: str,
-                   layout: dict[str, int]) -> dict[str, float]:
+                   layout: dict[str, int], batch_size: int = 64) -> dict[str, float]:
     """QA accuracy per question type of ``lm`` reading each clip's true ``task`` text as its context."""
     context = {row["audio"]: row["answer"] for row in rows if row["task"] == task}
     qa = [row for row in rows if row["task"] == "aqa" and row["audio"] in context]
-    preds = answer_from_context(lm, tokenizer, [(context[r["audio"]], r["prompt"], r["answer"]) for r in qa], layout)
+    examples = [(context[r["audio"]], r["prompt"], r["answer"]) for r in qa]
+    preds = answer_from_context(lm, tokenizer, examples, layout, batch_size)
     result = load_metric("audio_qa").compute(predictions=preds, references=[[r["answer"]] for r in qa],
                                              question_types=[r["question_type"] or "other" for r in qa])
     return {"accuracy": result["accuracy"], **{t: v["accuracy"] for t, v in result["per_type"].items()}}
