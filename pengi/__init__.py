@@ -2,19 +2,19 @@
 
 from transformers import AutoConfig, AutoModel
 
-from .audio import load_audio
-from .cnn14 import Cnn14Config
-from .configuration_clap import CLAPConfig
-from .configuration_pengi import PengiConfig
-from .configuration_slap import SLAPConfig
-from .errors import PengiInputError
-from .modeling_clap import CLAP
-from .modeling_pengi import Pengi
-from .modeling_slap import SLAP
-from .processing_clap import CLAPProcessor
-from .processing_pengi import PengiProcessor
-from .processing_slap import SLAPProcessor
-from .slap_audio import SlapAudioConfig
+from pengi.audio import load_audio
+from pengi.errors import PengiInputError
+from pengi.models.clap.configuration_clap import CLAPConfig
+from pengi.models.clap.modeling_clap import CLAP
+from pengi.models.clap.processing_clap import CLAPProcessor
+from pengi.models.pengi.configuration_pengi import PengiConfig
+from pengi.models.pengi.modeling_pengi import Pengi
+from pengi.models.pengi.processing_pengi import PengiProcessor
+from pengi.models.slap.configuration_slap import SLAPConfig
+from pengi.models.slap.modeling_slap import SLAP
+from pengi.models.slap.processing_slap import SLAPProcessor
+from pengi.modules.configuration_cnn14 import Cnn14Config
+from pengi.modules.configuration_slap_tower import SlapAudioConfig
 
 AutoConfig.register("pengi", PengiConfig, exist_ok=True)
 AutoModel.register(PengiConfig, Pengi, exist_ok=True)

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pengi import CLAP, CLAPConfig, CLAPProcessor, Cnn14Config, PengiInputError
-from pengi.contrastive import contrastive_logits, contrastive_loss
+from pengi.modules.contrastive import contrastive_logits, contrastive_loss
 from pengi.presets import clap_tiny
 from tests.conftest import make_tiny, tone
 

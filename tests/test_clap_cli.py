@@ -13,7 +13,7 @@ import torch
 
 from pengi import CLAP, CLAPProcessor
 from pengi.cli import main
-from pengi.embedding_index import EmbeddingIndex, paths_file
+from pengi.models.clap.embedding_index import EmbeddingIndex, paths_file
 from pengi.presets import clap_tiny
 from tests.conftest import tone
 
@@ -75,15 +75,16 @@ def test_zero_shot_folder_matches_the_api_resumes_and_reports_bad_files(clap_dir
         assert row["labels"] == [LABELS[i] for i in best] and row["label"] == row["labels"][0]
         assert row["scores"] == pytest.approx(p[best].tolist(), abs=1e-4)
 
-    # A rerun retries only the failed file; once it is readable, the run succeeds and appends just that row.
+    # A rerun retries only the failed file; once it is readable, its row replaces the error row, in place.
     sf.write(clips / "corrupt.wav", tone(700, 1.0, 16000), 16000)
     assert main(args) == 0
     rows2 = read_jsonl(out)
-    assert rows2[:6] == rows and [os.path.basename(r["audio"]) for r in rows2[6:]] == ["corrupt.wav"]
-    assert "label" in rows2[6]
+    fixed = [i for i, r in enumerate(rows) if "error" in r][0]
+    assert len(rows2) == 6 and rows2[:fixed] + rows2[fixed + 1:] == rows[:fixed] + rows[fixed + 1:]
+    assert rows2[fixed]["audio"] == rows[fixed]["audio"] and "label" in rows2[fixed] and "error" not in rows2[fixed]
     # Other labels (or template) in the same file would mix two label sets: refused.
-    assert main([*args[:4], "--labels", "dog,cat", *args[6:]]) == 1
-    assert len(read_jsonl(out)) == 7
+    assert main([*args[:4], "--labels", "dog,cat", *args[6:]]) == 2
+    assert len(read_jsonl(out)) == 6
 
 
 def test_zero_shot_csv_labels_file_task_template_and_multi_label(clap_dir, clap, clips, tmp_path):
@@ -104,19 +105,19 @@ def test_zero_shot_csv_labels_file_task_template_and_multi_label(clap_dir, clap,
     assert main(["zero-shot", str(clips), "--model", clap_dir, "--labels", "a,b", "--out", str(captions)]) == 2
     assert len(captions.read_text().splitlines()) == 2
     assert main(["zero-shot", str(clips), "--model", clap_dir, "--labels", "a,b", "--template", "a sound of",
-                 "--out", str(tmp_path / "x.jsonl"), "--quiet"]) == 1
+                 "--out", str(tmp_path / "x.jsonl"), "--quiet"]) == 2
     assert main(["zero-shot", str(clips), "--model", clap_dir, "--labels", "a,b,a",
-                 "--out", str(tmp_path / "x.jsonl"), "--quiet"]) == 1
+                 "--out", str(tmp_path / "x.jsonl"), "--quiet"]) == 2
 
 
 def test_clap_commands_need_a_clap_model(clips, tmp_path, caplog):
     out = str(tmp_path / "x.jsonl")
-    assert main(["zero-shot", str(clips), "--labels", "a,b", "--out", out, "--quiet"]) == 1
-    assert "needs a CLAP model folder (pengi ships none)" in caplog.text
+    assert main(["zero-shot", str(clips), "--labels", "a,b", "--out", out, "--quiet"]) == 2
+    assert "needs a CLAP or SLAP model folder (pengi ships none)" in caplog.text
     pengi_dir = tmp_path / "a_pengi_model"
     pengi_dir.mkdir()
     (pengi_dir / "config.json").write_text(json.dumps({"model_type": "pengi"}))
-    assert main(["embed", str(clips), "--model", str(pengi_dir), "--out", str(tmp_path / "e.safetensors")]) == 1
+    assert main(["embed", str(clips), "--model", str(pengi_dir), "--out", str(tmp_path / "e.safetensors")]) == 2
     assert "holds a 'pengi' model, not a CLAP model" in caplog.text
 
 
@@ -135,7 +136,7 @@ def test_embed_folder_then_add_files(clap_dir, clap, clips, tmp_path):
     grown = EmbeddingIndex.load(str(out))
     assert grown.paths == index.paths + [str(clips / "new.wav")]
     assert torch.equal(grown.embeddings[:-1], index.embeddings)
-    assert main(["embed", str(clips), "--model", clap_dir, "--out", str(tmp_path / "emb.npy"), "--quiet"]) == 1
+    assert main(["embed", str(clips), "--model", clap_dir, "--out", str(tmp_path / "emb.npy"), "--quiet"]) == 2
 
 
 def test_text_to_audio_finds_the_clip_whose_embedding_is_the_query(clap_dir, clap, tmp_path, capsys):
@@ -182,12 +183,12 @@ def test_audio_to_text_and_text_to_audio_over_embedded_files(clap_dir, clap, cli
 
 
 def test_retrieve_reports_a_bad_index(clap_dir, tmp_path, caplog):
-    assert main(["retrieve", "a dog", "--model", clap_dir, "--index", str(tmp_path / "none.safetensors")]) == 1
+    assert main(["retrieve", "a dog", "--model", clap_dir, "--index", str(tmp_path / "none.safetensors")]) == 2
     assert "none.safetensors: not found" in caplog.text
     EmbeddingIndex("elsewhere", ["a.wav"], torch.ones(1, 7)).save(str(tmp_path / "other.safetensors"))
-    assert main(["retrieve", "a dog", "--model", clap_dir, "--index", str(tmp_path / "other.safetensors")]) == 1
+    assert main(["retrieve", "a dog", "--model", clap_dir, "--index", str(tmp_path / "other.safetensors")]) == 2
     assert "made with another model" in caplog.text
     (tmp_path / "junk.safetensors").write_bytes(b"not safetensors at all")
     (tmp_path / "junk.jsonl").write_text("")
-    assert main(["retrieve", "a dog", "--model", clap_dir, "--index", str(tmp_path / "junk.safetensors")]) == 1
+    assert main(["retrieve", "a dog", "--model", clap_dir, "--index", str(tmp_path / "junk.safetensors")]) == 2
     assert "not an embedding index" in caplog.text

@@ -14,18 +14,14 @@ from transformers import BertTokenizerFast
 
 from pengi import CLAP
 from pengi.data.manifest import load_manifest
-from pengi.scenes import TYPES
+from pengi.synthetic.scenes import TYPES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_corpus(out) -> None:
-    spec = importlib.util.spec_from_file_location("make_scene_corpus", os.path.join(ROOT, "recipes",
-                                                                                    "make_scene_corpus.py"))
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    recipe.main(["--out", str(out), "--train", "1000", "--validation", "20", "--test", "200",
-                 "--questions-per-scene", "1"])
+    importlib.import_module("pengi_recipes.make_scene_corpus").main(
+        ["--out", str(out), "--train", "1000", "--validation", "20", "--test", "200", "--questions-per-scene", "1"])
 
 
 @pytest.mark.slow  # about 3 minutes on 2 idle cores
@@ -38,8 +34,8 @@ def test_briefly_trained_clap_beats_chance_at_zero_shot(tmp_path):
     BertTokenizerFast(vocab=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path / "tokenizer")
 
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "recipes", "train_clap.py"), "--config",
-         os.path.join(ROOT, "recipes", "configs", "clap-demo.yaml"), "--set", f"output_dir={tmp_path / 'run'}",
+        [sys.executable, "-m", "pengi_recipes.train_clap", "--config", "clap/demo", "--set",
+         f"output_dir={tmp_path / 'run'}",
          f"model.tokenizer={tmp_path / 'tokenizer'}", f"data.train=[{{manifest: {data / 'train.jsonl'}}}]",
          f"data.validation={data / 'validation.jsonl'}", "data.batch_size=32", "data.num_workers=0",
          "optim.max_steps=800", "optim.warmup_steps=20", "eval.every=800", "checkpoint.every=1000", "log.every=50"],

@@ -60,11 +60,13 @@ def test_caption_folder_reports_bad_files_and_resumes(clips_dir, tmp_path):
     second = run("caption", clips_dir, "--out", out)
     assert second.returncode == 1  # empty.flac still fails
     assert "6 of 8 already in" in second.stderr
-    rows2 = read_jsonl(out)
-    assert rows2[:8] == rows and len(rows2) == 10
-    retried = {os.path.basename(r["audio"]): r for r in rows2[8:]}
-    assert set(retried) == {"corrupt.wav", "empty.flac"}
-    assert "text" in retried["corrupt.wav"] and "error" in retried["empty.flac"]
+    rows2 = read_jsonl(out)  # one row per input, the latest outcome, in place
+    assert [r["audio"] for r in rows2] == [r["audio"] for r in rows]
+    changed = {os.path.basename(a["audio"]): b for a, b in zip(rows, rows2) if a != b}
+    assert set(changed) == {"corrupt.wav"} and "text" in changed["corrupt.wav"]
+    assert "error" in next(r for r in rows2 if r["audio"].endswith("empty.flac"))
+    third = run("caption", clips_dir, "--out", out)
+    assert third.returncode == 1 and read_jsonl(out) == rows2  # a file that still fails keeps its one error row
 
 
 def test_caption_resumes_after_being_killed(tmp_path):
@@ -118,34 +120,105 @@ def test_caption_csv_manifest_glob_and_windows(clips_dir, tmp_path):
     assert [r["text"] for r in rows] == [example(1).source, example(3).source]
 
 
-def test_ask_and_describe(clips_dir):
-    result = run("ask", clips_dir / "nested" / "clip1.wav", "question: is this sound tonal?")
+def test_ask_and_describe(clips_dir, tmp_path):
+    """`ask` and `describe` take what `caption` takes (folders, globs, manifests, --out, resume) and write the same
+    rows; without --out, JSON lines on standard output."""
+    result = run("ask", clips_dir / "nested" / "clip1.wav", "is this sound tonal?")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == example(1).answer("question: is this sound tonal?")
+    [row] = [json.loads(x) for x in result.stdout.splitlines()]
+    assert row["prompt"] == "question: is this sound tonal?"  # asked as Pengi's question prompt
+    assert row["text"] == example(1).answer("question: is this sound tonal?")
+    out = tmp_path / "answers.csv"
+    result = run("ask", clips_dir, "question: is this sound tonal?", "--out", out, "--batch-size", "3")
+    assert result.returncode == 1  # corrupt.wav and empty.flac are error rows; the others are answered
+    rows = list(csv.DictReader(open(out)))
+    assert list(rows[0]) == ["audio", "prompt", "text", "error"] and len(rows) == 8
+    answered = {os.path.basename(r["audio"]): r["text"] for r in rows if r["text"]}
+    assert sum(answered[f"clip{s}.{'flac' if s % 3 == 0 else 'wav'}"] ==
+               example(s).answer("question: is this sound tonal?") for s in range(6)) >= 5
+    assert "6 of 8 already in" in run("ask", clips_dir, "question: is this sound tonal?", "--out", out).stderr
+
     result = run("describe", clips_dir / "clip0.flac", clips_dir / "corrupt.wav", clips_dir / "nested" / "clip3.flac")
     assert result.returncode == 1  # one file was bad; the others are still described
     assert "corrupt.wav: cannot decode" in result.stderr and "Traceback" not in result.stderr
     lines = [json.loads(x) for x in result.stdout.splitlines()]
-    assert [os.path.basename(x["audio"]) for x in lines] == ["clip0.flac", "clip3.flac"]
-    assert [set(x) for x in lines] == [{"audio", "caption", "metadata", "sound_events"}] * 2
-    assert [x["sound_events"] for x in lines] == [example(0).source, example(3).source]
+    assert [os.path.basename(x["audio"]) for x in lines] == ["clip0.flac", "corrupt.wav", "clip3.flac"]
+    assert [set(x) for x in lines] == [{"audio", "caption", "metadata", "sound_events"}, {"audio", "error"},
+                                       {"audio", "caption", "metadata", "sound_events"}]
+    assert [x["sound_events"] for x in (lines[0], lines[2])] == [example(0).source, example(3).source]
     result = run("ask", clips_dir / "clip0.flac", clips_dir / "nested" / "clip3.flac", "this is a sound of")
-    assert result.returncode == 0, result.stderr
-    assert [line.split("\t")[1] for line in result.stdout.splitlines()] == [example(0).source, example(3).source]
+    assert result.returncode == 0, result.stderr  # a task prompt is used as it is
+    assert [json.loads(x)["text"] for x in result.stdout.splitlines()] == [example(0).source, example(3).source]
 
 
 def test_bad_invocations_fail_clearly(clips_dir, tmp_path):
+    """Exit status 1: the run went through and some inputs failed (each named); 2: it could not run at all."""
     result = run("ask", tmp_path / "nope.wav", "what is it?")
     assert result.returncode == 1 and "nope.wav: file not found" in result.stderr
     assert "Traceback" not in result.stderr
     result = run("caption", tmp_path / "empty_dir_*", "--out", tmp_path / "o.jsonl")
     assert result.returncode == 2 and "no audio files found" in result.stderr
     result = run("ask", clips_dir / "clip0.flac", "   ")
-    assert result.returncode == 1 and "prompt is empty" in result.stderr
+    assert result.returncode == 2 and "prompt is empty" in result.stderr
     if not __import__("torch").cuda.is_available():
         result = run("ask", clips_dir / "clip0.flac", "this is a sound of", "--device", "cuda")
-        assert result.returncode == 1 and "--device: CUDA is not available" in result.stderr
+        assert result.returncode == 2 and "--device: CUDA is not available" in result.stderr
     result = run("ask", clips_dir / "clip0.flac", "this is a sound of", "--device", "gpu7")
-    assert result.returncode == 1 and "--device:" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "--device:" in result.stderr and "Traceback" not in result.stderr
     result = run("caption", clips_dir, "--out", tmp_path / "o.jsonl", "--model", tmp_path / "no_model_here")
     assert result.returncode == 2 and "no_model_here" in result.stderr and "Traceback" not in result.stderr
+
+
+def in_process(capsys, *args) -> tuple[int, str, str]:
+    """The pengi command run in this process (argparse's usage errors exit with status 2)."""
+    from pengi.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_decoding_options_are_checked_and_sampling_is_seeded(clips_dir, caplog, capsys):
+    clip = clips_dir / "clip0.flac"
+    for options, message in ((["--num-beams", "0"], "argument --num-beams: must be at least 1, got 0"),
+                             (["--max-new-tokens", "-3"], "argument --max-new-tokens: must be at least 1"),
+                             (["--top-p", "1.5"], "argument --top-p: must be in (0, 1], got 1.5"),
+                             (["--temperature", "0.7"], "--temperature: is a sampling option: add --do-sample"),
+                             (["--seed", "3"], "--seed: only sampling is random: add --do-sample"),
+                             (["--hop", "0.5"], "--hop: sets the distance between windows: add --windows"),
+                             (["--windows", "--hop", "0"], "--hop: must be greater than 0 seconds")):
+        caplog.clear()
+        code, _, err = in_process(capsys, "caption", clip, *options)
+        assert code == 2 and message in err + caplog.text, (options, err, caplog.text)
+
+    # The same seed gives the same samples, whatever the batch; each clip's answer depends only on itself.
+    sample = ("--do-sample", "--temperature", "1.5", "--top-k", "50", "--seed", "7", "--quiet")
+    pair = (clips_dir / "clip0.flac", clips_dir / "clip2.wav")
+    together = [json.loads(x)["text"] for x in in_process(capsys, "caption", *pair, "--batch-size", "2",
+                                                          *sample)[1].splitlines()]
+    alone = [json.loads(in_process(capsys, "caption", path, *sample)[1])["text"] for path in pair]
+    assert together == alone and len(together) == 2
+
+
+def test_long_audio_logs_and_outputs(tmp_path):
+    long_clip = tmp_path / "long.wav"
+    sf.write(long_clip, __import__("numpy").concatenate([example(s).audio for s in (1, 3, 5)]), 16000)
+    result = run("caption", long_clip, tmp_path / "missing.wav")
+    assert "long.wav is 3.0 s long, longer than the model's 1.0 s window: only its central 1.0 s" in result.stderr
+    assert "use --windows" in result.stderr
+    rows = [json.loads(x) for x in result.stdout.splitlines()]  # --out - (the default): JSON lines on stdout
+    assert [set(r) for r in rows] == [{"audio", "prompt", "text"}, {"audio", "prompt", "error"}]
+    result = run("caption", long_clip, "--windows", "--hop", "1.5", "--out", "-")
+    assert "longer than the model's 1.00 s window: the audio between windows is skipped" in result.stderr
+    assert [json.loads(x)["start"] for x in result.stdout.splitlines()] == [0.0, 1.5]
+    assert not (tmp_path / "-").exists()
+
+    out = tmp_path / "captions.csv"
+    assert run("caption", long_clip, "--out", out, "--quiet").returncode == 0
+    assert open(out).readline().strip() == "audio,prompt,text,error"  # no window columns without --windows
+    quiet = run("caption", long_clip, "--quiet", cwd=tmp_path)
+    lines = quiet.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("WARNING") and "window" in lines[0], quiet.stderr

@@ -36,10 +36,11 @@ from transformers import (
 from pengi import Pengi
 from pengi.cli import main as cli_main
 from pengi.conversion import ConversionError
-from pengi.convert_clap import convert_laion, convert_msclap
-from pengi.modeling_clap import CLAP
+from pengi.models.clap.convert_laion import convert_laion
+from pengi.models.clap.convert_msclap import convert_msclap
+from pengi.models.clap.modeling_clap import CLAP
+from pengi.models.clap.processing_clap import CLAPProcessor
 from pengi.presets import clap_tiny, tiny
-from pengi.processing_clap import CLAPProcessor
 
 from .conftest import GPT2_DATA, make_tiny
 

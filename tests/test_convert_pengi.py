@@ -9,7 +9,6 @@ release (plain torch ops; our modules are not called for the part being checked)
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import math
 import os
@@ -26,18 +25,17 @@ from transformers import ClapAudioConfig, GPT2TokenizerFast
 from transformers.models.clap.modeling_clap import ClapAudioLayer, ClapAudioSelfAttention
 
 from pengi import Pengi
-from pengi.convert_pengi import (
+from pengi.cli import build_parser
+from pengi.cli import main as cli_main
+from pengi.models.pengi.convert_pengi import (
     ConversionError,
-    add_convert_parser,
-    clip_tokenizer_from_bpe,
     convert,
     convert_state_dict,
     load_release_state_dict,
-    main,
     release_config,
-    run,
 )
 
+from .clip_tokenizer import clip_tokenizer_from_bpe
 from .conftest import GPT2_DATA
 
 DATA = Path(__file__).parent / "data"
@@ -400,22 +398,19 @@ def test_reads_bare_state_dict_and_module_prefix(tmp_path):
 
 def test_cli_reports_a_broken_checkpoint(tmp_path, tokenizers_dir, caplog):
     torch.save({"model": {"module.caption_decoder.something": torch.ones(1)}}, tmp_path / "bad.pth")
-    assert main([str(tmp_path / "bad.pth"), str(tmp_path / "out"), "--tokenizers", str(tokenizers_dir)]) == 1
+    assert cli_main(["convert", "pengi-original", str(tmp_path / "bad.pth"), str(tmp_path / "out"),
+                     "--tokenizers", str(tokenizers_dir)]) == 1
     assert "caption_decoder.something" in caplog.text
     assert not (tmp_path / "out").exists()
-    assert main([str(tmp_path / "missing.pth"), str(tmp_path / "out")]) == 2
+    assert cli_main(["convert", "pengi-original", str(tmp_path / "missing.pth"), str(tmp_path / "out")]) == 2
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    assert main([str(tmp_path / "junk.pth"), str(tmp_path / "out")]) == 1
+    assert cli_main(["convert", "pengi-original", str(tmp_path / "junk.pth"), str(tmp_path / "out")]) == 1
     assert "cannot be read as a torch checkpoint" in caplog.text
 
 
 def test_convert_subcommand_wiring():
-    # How `pengi convert pengi-original ...` is wired into the pengi command's parser.
-    parser = argparse.ArgumentParser(prog="pengi")
-    convert_parser = parser.add_subparsers(dest="command", required=True).add_parser("convert")
-    add_convert_parser(convert_parser.add_subparsers(dest="source", required=True))
-    args = parser.parse_args(["convert", "pengi-original", "base.pth", "out", "--tokenizers", "tok"])
-    assert (args.checkpoint, args.out_dir, args.tokenizers, args.func) == ("base.pth", "out", "tok", run)
+    args = build_parser().parse_args(["convert", "pengi-original", "base.pth", "out", "--tokenizers", "tok"])
+    assert (args.source, args.checkpoint, args.out_dir, args.tokenizers) == ("pengi-original", "base.pth", "out", "tok")
 
 
 def test_clip_tokenizer_from_real_bpe():
@@ -549,7 +544,8 @@ class TestBase:
 def no_text_model(raw, tokenizers_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("no_text_enc")
     save_release(no_text_enc_subset(raw), tmp / "base_no_text_enc.pth", module_prefix=False)
-    assert main([str(tmp / "base_no_text_enc.pth"), str(tmp / "converted"), "--tokenizers", str(tokenizers_dir)]) == 0
+    assert cli_main(["convert", "pengi-original", str(tmp / "base_no_text_enc.pth"), str(tmp / "converted"),
+                     "--tokenizers", str(tokenizers_dir)]) == 0
     (tmp / "base_no_text_enc.pth").unlink()
     return Pengi.from_pretrained(tmp / "converted").eval(), tmp / "converted"
 

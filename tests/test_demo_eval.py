@@ -1,11 +1,9 @@
-"""The demo model's proof script (recipes/evaluate_demo_model.py): scores, both controls and the context bound,
+"""The demo model's proof script (pengi_recipes/evaluate_demo_model.py): scores, both controls and the context bound,
 on a small generated scene corpus and a tiny random model saved to disk."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections import Counter
 
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from pengi.data.manifest import load_manifest
 
 from .conftest import make_tiny
-from .test_training import ROOT, load_recipe_module
+from .test_training import load_recipe_module
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +24,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture()
 def evaluate():
-    sys.path.insert(0, os.path.join(ROOT, "recipes"))  # the script imports the context layout from pretrain_lm
-    try:
-        yield load_recipe_module("evaluate_demo_model").main
-    finally:
-        sys.path.remove(os.path.join(ROOT, "recipes"))
+    return load_recipe_module("evaluate_demo_model").main
 
 
 def test_report_has_scores_controls_and_bound(tmp_path, corpus, gpt2_tokenizer, evaluate, capsys):

@@ -1,4 +1,4 @@
-"""The linear-probe recipe (recipes/linear_probe.py) on small separable problems, with a tiny random CLAP: a frozen
+"""The linear-probe recipe (pengi_recipes.linear_probe) on small separable problems, with a tiny random CLAP: a frozen
 encoder with a 3-layer head separates low from high tones, embeddings are computed once, fine-tuning trains the
 encoder, and multi-label sets are scored with mAP."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -16,20 +15,16 @@ from safetensors.torch import load_file
 
 from pengi import CLAP, CLAPProcessor
 from pengi.data.manifest import write_manifest
-from pengi.encoders import AudioEncoder
+from pengi.modules.encoders import AudioEncoder
 from pengi.presets import clap_tiny
-from tests.test_training import ROOT, load_recipe_module
+from tests.test_training import load_recipe_module
 
-CONFIG = os.path.join(ROOT, "recipes", "configs", "linear-probe.yaml")
+CONFIG = "clap/linear-probe"  # a shipped config, by name
 
 
 @pytest.fixture(scope="module")
 def recipe():
-    sys.path.insert(0, os.path.join(ROOT, "recipes"))  # the recipes import their shared training_loop
-    try:
-        yield load_recipe_module("linear_probe")
-    finally:
-        sys.path.remove(os.path.join(ROOT, "recipes"))
+    return load_recipe_module("linear_probe")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The evaluation metrics in eval/metrics, loaded by path with `evaluate.load` as users load them.
+"""The evaluation metrics in pengi/evaluation/metrics, loaded by path with `evaluate.load` as users load them.
 
 Caption scores are checked against pycocoevalcap's own scorers run the way COCOEvalCap runs them; the other
 metrics against values worked out by hand in the comments.
@@ -14,7 +14,7 @@ import evaluate
 import numpy as np
 import pytest
 
-from eval.metrics import NAMES, load, metric_path
+from pengi.evaluation.metrics import NAMES, load, metric_path
 
 
 def module_of(metric: evaluate.EvaluationModule):

@@ -12,10 +12,10 @@ from tokenizers import ByteLevelBPETokenizer
 from transformers import AutoConfig, AutoModel
 
 from pengi import Pengi, PengiConfig, PengiInputError
-from pengi.naive_decoding import greedy_decode_without_cache
 from pengi.synthetic import example
 
 from .conftest import GPT2_DATA, make_tiny
+from .naive_decoding import greedy_decode_without_cache
 
 PROMPTS = ["generate audio caption", "this is a sound of", "question: is the sound loud?", "generate metadata"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pengi.prompt_tuning import PromptTuner
+from pengi.models.clap.prompt_tuning import PromptTuner
 from tests.conftest import tone
 from tests.test_clap import make_clap
 

@@ -13,9 +13,20 @@ import pytest
 import soundfile as sf
 
 from pengi.data.manifest import load_manifest
-from pengi.scenes import QUESTION_TYPES, TYPES, Event, Scene, captions, class_label, metadata, questions, render, tasks
-from pengi.scenes import scene as make_scene
-from pengi.scenes.captions import ADJECTIVES, NOUNS
+from pengi.synthetic.scenes import (
+    QUESTION_TYPES,
+    TYPES,
+    Event,
+    Scene,
+    captions,
+    class_label,
+    metadata,
+    questions,
+    render,
+    tasks,
+)
+from pengi.synthetic.scenes import scene as make_scene
+from pengi.synthetic.scenes.captions import ADJECTIVES, NOUNS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOUN = {NOUNS[t][0][0]: t for t in TYPES} | {NOUNS[t][0][1]: t for t in TYPES}
@@ -47,7 +58,7 @@ def resolve(s: Scene, ref: str) -> int:
 
 
 def oracle(s: Scene, question: str) -> str:
-    """The answer to ``question``, read from the graph independently of `pengi.scenes.questions`."""
+    """The answer to ``question``, read from the graph independently of `pengi.synthetic.scenes.questions`."""
     ev, yn = s.events, lambda b: "yes" if b else "no"
     if m := re.fullmatch(r"(?:is there|can you hear) an? (high|low) pitched (.+)\?", question):
         return yn(any(e.pitch == m[1] and e.source == NOUN[m[2]] for e in ev))
@@ -234,11 +245,7 @@ def test_captions_vary_and_tell_the_truth():
 
 
 def load_recipe():
-    spec = importlib.util.spec_from_file_location("make_scene_corpus",
-                                                  os.path.join(ROOT, "recipes", "make_scene_corpus.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("pengi_recipes.make_scene_corpus")
 
 
 def test_recipe_writes_a_corpus_that_loads(tmp_path, capsys):

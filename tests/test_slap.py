@@ -9,9 +9,9 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from pengi import SLAP, Pengi, PengiProcessor, SlapAudioConfig, SLAPConfig, SLAPProcessor
+from pengi.models.slap.ssl import span_mask
+from pengi.modules.slap_tower import SlapAudioModel, pack_rows
 from pengi.presets import slap_tiny, slap_tiny_audio, tiny
-from pengi.slap_audio import SlapAudioModel, pack_rows
-from pengi.slap_ssl import span_mask
 
 from .conftest import make_tiny
 
@@ -98,7 +98,7 @@ def test_padding_content_does_not_change_outputs(tower):
 
 
 def _run_blocks(tower, batch, x):
-    from pengi.slap_layers import rope_angles, segment_mask
+    from pengi.modules.slap_layers import rope_angles, segment_mask
 
     x = x + tower.band_embed(batch.band)
     rope = rope_angles(batch.time, tower.config.hidden_size // tower.config.num_heads)

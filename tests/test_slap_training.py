@@ -1,8 +1,7 @@
-"""recipes/train_slap.py as users run it: each objective's loss goes down on a tiny run of variable-length scenes."""
+"""pengi_recipes.train_slap as users run it: each objective's loss goes down on a tiny run of variable-length scenes."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -14,8 +13,8 @@ from pengi import SLAP
 
 from .test_training import ROOT, load_recipe_module
 
-RECIPE = os.path.join(ROOT, "recipes", "train_slap.py")
-CONFIG = os.path.join(ROOT, "recipes", "configs", "slap-tiny.yaml")
+RECIPE = ("-m", "pengi_recipes.train_slap")
+CONFIG = "slap/tiny"  # a shipped config, by name
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def logged_losses(stdout: str) -> dict[str, list[float]]:
 @pytest.mark.slow  # minutes on a shared 2-core CPU; test_slap.py checks the same losses decrease in-process
 def test_each_loss_decreases_on_a_tiny_run(tmp_path, scenes):
     out = tmp_path / "run"
-    cmd = [sys.executable, RECIPE, "--config", CONFIG, "--set", f"output_dir={out}",
+    cmd = [sys.executable, *RECIPE, "--config", CONFIG, "--set", f"output_dir={out}",
            f"data.train=[{{manifest: {scenes / 'train.jsonl'}}}]", f"data.validation={scenes / 'validation.jsonl'}",
            "data.batch_size=4", "data.num_workers=0", "optim.max_steps=40", "optim.warmup_steps=4", "optim.lr=3e-3",
            "log.every=1", "eval.every=40", "checkpoint.every=40", "train.pack=true"]

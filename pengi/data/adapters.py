@@ -2,7 +2,11 @@
 
 Each adapter reads the publisher's metadata files and yields rows for `write_manifest`. Rows whose audio
 file is missing are skipped and counted (a partial download is common), never silently: the adapter
-logs how many were skipped and the first missing path.
+logs how many were skipped and the first missing path. Audio paths are joined onto the folders given, so give
+absolute folders (`pengi manifest` makes them absolute) for a manifest that resolves wherever it is read.
+
+The type hints are the options' types for `pengi manifest KEY=VALUE`: `FilePath` (a file or folder), `str`,
+`Literal` choices, and `list[int]` (``folds=5``, ``folds=1,2,3`` or ``folds=[1,2,3]``).
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, NewType
 
-from .tasks import prompt_for
+from pengi.data.tasks import prompt_for
 
 log = logging.getLogger("pengi")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+FilePath = NewType("FilePath", str)  # a file or folder of the corpus
+Confidence = Literal["no", "maybe", "yes"]
 
 
 def _read_csv(path: str) -> list[dict[str, str]]:
@@ -49,7 +55,7 @@ def _label_text(label: str) -> str:
     return label.replace("_", " ").strip().lower()
 
 
-def audiocaps(csv_path: str, audio_dir: str, name: str = "{youtube_id}.wav") -> Iterator[dict[str, Any]]:
+def audiocaps(csv_path: FilePath, audio_dir: FilePath, name: str = "{youtube_id}.wav") -> Iterator[dict[str, Any]]:
     """AudioCaps ``{train,val,test}.csv`` (audiocap_id, youtube_id, start_time, caption).
 
     ``name`` formats the audio file name from the row's columns; downloaders differ (``{youtube_id}.wav``,
@@ -64,7 +70,7 @@ def audiocaps(csv_path: str, audio_dir: str, name: str = "{youtube_id}.wav") -> 
     present.report()
 
 
-def clotho(root: str, split: str) -> Iterator[dict[str, Any]]:
+def clotho(root: FilePath, split: Literal["development", "validation", "evaluation"]) -> Iterator[dict[str, Any]]:
     """Clotho v2: ``clotho_captions_<split>.csv`` (file_name, caption_1..caption_5), audio in ``<root>/<split>/``.
 
     One row per caption, so each clip appears five times in a training manifest.
@@ -82,7 +88,8 @@ def clotho(root: str, split: str) -> Iterator[dict[str, Any]]:
     present.report()
 
 
-def clotho_aqa(csv_path: str, audio_dir: str, min_confidence: str = "maybe") -> Iterator[dict[str, Any]]:
+def clotho_aqa(csv_path: FilePath, audio_dir: FilePath, min_confidence: Confidence = "maybe"
+               ) -> Iterator[dict[str, Any]]:
     """ClothoAQA ``clotho_aqa_<split>.csv`` (file_name, QuestionText, answer, confidence).
 
     Answers whose annotator confidence is below ``min_confidence`` ("no" < "maybe" < "yes") are left out.
@@ -100,7 +107,7 @@ def clotho_aqa(csv_path: str, audio_dir: str, min_confidence: str = "maybe") -> 
     present.report()
 
 
-def esc50(root: str, folds: list[int] | None = None) -> Iterator[dict[str, Any]]:
+def esc50(root: FilePath, folds: list[int] | None = None) -> Iterator[dict[str, Any]]:
     """ESC-50: ``meta/esc50.csv`` (filename, fold, target, category, ...) and ``audio/``; ``folds`` selects folds."""
     present = _Present("esc50")
     for row in _read_csv(os.path.join(root, "meta", "esc50.csv")):
@@ -113,7 +120,7 @@ def esc50(root: str, folds: list[int] | None = None) -> Iterator[dict[str, Any]]
     present.report()
 
 
-def fsd50k(root: str, split: str) -> Iterator[dict[str, Any]]:
+def fsd50k(root: FilePath, split: Literal["train", "val", "eval"]) -> Iterator[dict[str, Any]]:
     """FSD50K: ``FSD50K.ground_truth/{dev,eval}.csv`` (fname, labels[, mids, split]) with ``FSD50K.{dev,eval}_audio/``.
 
     ``split`` is ``train`` or ``val`` (both from dev.csv's split column) or ``eval``. The answer lists the
@@ -132,7 +139,7 @@ def fsd50k(root: str, split: str) -> Iterator[dict[str, Any]]:
     present.report()
 
 
-def wavcaps(json_path: str, audio_dir: str, ext: str = ".flac") -> Iterator[dict[str, Any]]:
+def wavcaps(json_path: FilePath, audio_dir: FilePath, ext: str = ".flac") -> Iterator[dict[str, Any]]:
     """WavCaps: a subset's json (``{"data": [{"id", "caption", "duration", ...}]}``) and its audio folder.
 
     The audio file is ``<audio_dir>/<id without extension><ext>``, as the released flac archives name them.
@@ -150,7 +157,7 @@ def wavcaps(json_path: str, audio_dir: str, ext: str = ".flac") -> Iterator[dict
     present.report()
 
 
-def labelled_folder(root: str, task: str = "sound_event") -> Iterator[dict[str, Any]]:
+def labelled_folder(root: FilePath, task: str = "sound_event") -> Iterator[dict[str, Any]]:
     """A folder of audio whose sub-folder names are the labels (``root/dog/1.wav`` -> "dog")."""
     for label in sorted(os.listdir(root)):
         folder = os.path.join(root, label)
@@ -163,7 +170,7 @@ def labelled_folder(root: str, task: str = "sound_event") -> Iterator[dict[str, 
                            "answer": _label_text(label), "dataset": os.path.basename(os.path.normpath(root))}
 
 
-def urbansound8k(root: str, folds: list[int] | None = None) -> Iterator[dict[str, Any]]:
+def urbansound8k(root: FilePath, folds: list[int] | None = None) -> Iterator[dict[str, Any]]:
     """UrbanSound8K: ``metadata/UrbanSound8K.csv`` (slice_file_name, fsID, start, end, salience, fold, classID,
     class) and ``audio/fold<N>/``; ``folds`` selects folds (default: all ten, as zero-shot evaluation uses)."""
     present = _Present("urbansound8k")
@@ -177,7 +184,7 @@ def urbansound8k(root: str, folds: list[int] | None = None) -> Iterator[dict[str
     present.report()
 
 
-def gtzan(root: str) -> Iterator[dict[str, Any]]:
+def gtzan(root: FilePath) -> Iterator[dict[str, Any]]:
     """GTZAN: ``genres/<genre>/<genre>.000NN.wav``, a folder per genre (the Kaggle copy's
     ``Data/genres_original/`` is found too); task music_genre."""
     candidates = [os.path.join(root, *p) for p in (("genres",), ("genres_original",), ("Data", "genres_original"))]

@@ -22,28 +22,38 @@ REQUIRED = ("audio", "answer")
 
 
 def write_manifest(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> int:
-    """Write rows as JSONL or CSV (by extension); returns the number of rows written."""
+    """Write rows as JSONL or CSV (by extension); returns the number of rows written.
+
+    The file appears only when every row was written (under a temporary name, then renamed), so a failure part
+    way leaves no manifest behind. Audio paths are written as given: absolute, or relative to the manifest's own
+    folder (how `load_manifest` reads them).
+    """
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    n = 0
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore") if path.endswith(".csv") else None
-        if writer:
-            writer.writeheader()
-        for row in rows:
-            full = {c: row.get(c) for c in COLUMNS}
+    tmp, n = path + ".tmp", 0
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore") if path.endswith(".csv") else None
             if writer:
-                writer.writerow({k: "" if v is None else v for k, v in full.items()})
-            else:
-                f.write(json.dumps(full, ensure_ascii=False) + "\n")
-            n += 1
+                writer.writeheader()
+            for row in rows:
+                full = {c: row.get(c) for c in COLUMNS}
+                if writer:
+                    writer.writerow({k: "" if v is None else v for k, v in full.items()})
+                else:
+                    f.write(json.dumps(full, ensure_ascii=False) + "\n")
+                n += 1
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return n
 
 
 def load_manifest(path: str | os.PathLike, streaming: bool = False
                   ) -> datasets.Dataset | datasets.IterableDataset:
     """Load a manifest as a `datasets` dataset with absolute audio paths and the prompt filled in."""
-    from .tasks import prompt_for
+    from pengi.data.tasks import prompt_for
 
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -17,6 +17,11 @@ TASK_PROMPTS: dict[str, str] = {
 }
 
 
+DESCRIBE_PROMPTS: dict[str, str] = {"caption": TASK_PROMPTS["caption"], "metadata": TASK_PROMPTS["metadata"],
+                                   "sound_events": TASK_PROMPTS["sound_event"]}
+"""What `Pengi.describe` asks about each clip: its output fields and their prompts."""
+
+
 def prompt_for(task: str, **fields: str) -> str:
     """The prompt of ``task``; question answering takes ``question=...``."""
     if task not in TASK_PROMPTS:

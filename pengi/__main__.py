@@ -1,0 +1,7 @@
+"""`python -m pengi`: the `pengi` command."""
+
+import sys
+
+from pengi.cli import main
+
+sys.exit(main())

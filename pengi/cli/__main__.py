@@ -1,0 +1,7 @@
+"""`python -m pengi.cli`: the `pengi` command."""
+
+import sys
+
+from pengi.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The CLAP family: configuration, model, processor, presets and converters."""

@@ -1,0 +1,1 @@
+"""The Pengi family: configuration, model, processor, presets and converters."""

@@ -1,0 +1,1 @@
+"""The SLAP family: configuration, model, processor, presets and converters."""
