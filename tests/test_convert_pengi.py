@@ -327,6 +327,8 @@ def test_release_config_from_shapes(raw):
     assert (base.audio_prefix_length, base.text_prefix_length, base.mapper_layers, base.mapper_mlp_ratio,
             base.d_proj) == (40, 40, 4, 2.0, 1024)
     assert release_config(no_text_enc_subset(raw)).prompt_encoder_config is None
+    # The release stops at the first id of " <|endoftext|>" (GPT-2's lone space), as its answers end with it.
+    assert base.stop_token_ids == release_config(no_text_enc_subset(raw)).stop_token_ids == [220, 50256]
 
 
 @pytest.fixture(scope="module")

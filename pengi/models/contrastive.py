@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pengi.audio import AudioSource
 from pengi.errors import PengiInputError
 from pengi.models.pretrained import as_list
-from pengi.modules.contrastive import contrastive_logits
+from pengi.modules.contrastive import contrastive_logits, initial_logit_scale
 
 DEFAULT_TEMPLATE = "This is a sound of {label}"
 TEMPLATES = {
@@ -30,6 +30,12 @@ class ContrastiveMixin:
     """`embed_text` (cached by text in eval mode), `similarity`, `zero_shot` and the logits they rest on."""
 
     _text_cache: dict[str, torch.Tensor]
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        super()._init_weights(module)
+        if module is self:  # the learnable temperature starts at the config's
+            with torch.no_grad():
+                self.logit_scale.fill_(initial_logit_scale(self.config.temperature))
 
     def train(self, mode: bool = True):
         self._text_cache.clear()  # weights are about to change: cached text embeddings go stale

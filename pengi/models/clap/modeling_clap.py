@@ -66,12 +66,6 @@ class CLAP(ContrastiveMixin, WithProcessor, PreTrainedModel):
         self.post_init()
         self.apply_freezing()
 
-    def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
-        if module is self:
-            with torch.no_grad():
-                self.logit_scale.fill_(initial_logit_scale(self.config.temperature))
-
     def apply_freezing(self) -> None:
         """Freeze the backbones the config names (projections and the temperature always train)."""
         if self.config.freeze_audio_encoder:

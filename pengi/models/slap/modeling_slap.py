@@ -87,12 +87,6 @@ class SLAP(ContrastiveMixin, WithProcessor, PreTrainedModel):
         self.post_init()
         self.reset_teacher()
 
-    def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
-        if module is self:
-            with torch.no_grad():
-                self.logit_scale.fill_(initial_logit_scale(self.config.temperature))
-
     def apply_freezing(self) -> None:
         if self.teacher is not None:
             self.teacher.requires_grad_(False)

@@ -24,6 +24,7 @@ import io
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import warnings
 
@@ -124,7 +125,8 @@ def _tokenize(captions: dict[int, list[str]]) -> dict[int, list[str]]:
     are made single spaces first, which changes no token.
     """
     clean = {k: [{"caption": " ".join(c.split())} for c in v] for k, v in captions.items()}
-    tokens = PTBTokenizer().tokenize(clean)
+    with _java_stderr_kept_unless_failed():
+        tokens = PTBTokenizer().tokenize(clean)
     if any(len(tokens.get(k, ())) != len(v) for k, v in captions.items()):
         raise RuntimeError("the PTB tokeniser returned a different number of captions than it was given")
     return tokens
@@ -162,6 +164,26 @@ def close_meteor(scorer: Meteor | None = None) -> None:
 
 
 atexit.register(close_meteor)
+
+
+@contextlib.contextmanager
+def _java_stderr_kept_unless_failed():
+    """The PTB tokeniser's Java process reports every call on its inherited stderr ("PTBTokenizer tokenized 1234
+    tokens at ..."): hold the process's stderr in a file while it runs, and show it only if the call fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @contextlib.contextmanager
