@@ -22,6 +22,7 @@ from .data.adapters import ADAPTERS
 from .data.manifest import write_manifest
 from .errors import PengiInputError
 from .modeling_pengi import DEFAULT_PROMPT, Pengi
+from .serving import cli as serving_cli
 
 log = logging.getLogger("pengi")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -260,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_clap import add_clap_commands  # here: cli_clap uses this module's helpers
 
     add_clap_commands(sub, runtime)
+
+    p = sub.add_parser("serve", help="serve a model over HTTP: OpenAI-compatible API, batching, a web page")
+    serving_cli.add_arguments(p)
+    p.set_defaults(func=serving_cli.run)
 
     p = sub.add_parser("convert", help="convert published checkpoints into a pengi model folder")
     sources = p.add_subparsers(dest="source", required=True)
