@@ -1,6 +1,6 @@
 """Load test of `pengi serve`: C concurrent clients against the running server vs the same clips offline.
 
-    python benchmarks/serve_load.py --clients 1 8 32 64 --torch-threads 1
+    python benchmarks/serve_load.py --clients 1 8 32 64
 
 1. Offline baseline: the clips (1 s WAV files) through ``model.generate(paths, prompt, batch_size=B)`` in this
    process, B = ``--max-batch-size`` (the largest batch the server may form) and B = all clips in one call.
@@ -39,6 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from pengi import Pengi  # noqa: E402
+from pengi.serving.cli import default_torch_threads  # noqa: E402
 from pengi.synthetic import example  # noqa: E402
 
 PROMPT = "generate audio caption"
@@ -53,6 +54,16 @@ def free_port() -> int:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
 
 
 def batch_histogram(text: str) -> dict[str, float]:
@@ -173,14 +184,15 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=64, help="distinct clips (requests cycle through them)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
-    parser.add_argument("--torch-threads", type=int, default=None, help="torch threads, offline and in the server")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch threads, offline and in the server (default: the server's, the CPUs less one)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--offline-repeats", type=int, default=3, help="offline runs; the best is kept")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
+    args.torch_threads = args.torch_threads or default_torch_threads()
+    torch.set_num_threads(args.torch_threads)
 
     # ---------------------------------------------------------------- the clips, as files and as requests
     folder = tempfile.mkdtemp(prefix="pengi-serve-load-")
@@ -207,14 +219,15 @@ def main() -> int:
     offline_paths = [paths[i % len(paths)] for i in range(n_offline)]
     model.generate(paths[:args.max_batch_size], PROMPT, batch_size=args.max_batch_size)  # warm-up
     expected = model.generate(paths, PROMPT, batch_size=args.max_batch_size)
-    offline = {}
+    offline: dict[str, float] = {}
     for label, batch in (("batch_max", args.max_batch_size), ("one_call", None)):
-        best = float("inf")
+        best, cpu = float("inf"), float("inf")
         for _ in range(args.offline_repeats):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             model.generate(offline_paths, PROMPT, batch_size=batch)
-            best = min(best, time.perf_counter() - t)
+            best, cpu = min(best, time.perf_counter() - t), min(cpu, time.process_time() - c)
         offline[label] = n_offline / best
+        offline[f"{label}_cpu_ms"] = 1000 * cpu / n_offline
     del model
 
     # ---------------------------------------------------------------- the server
@@ -224,8 +237,7 @@ def main() -> int:
                str(args.max_wait_ms)]
     if args.model:
         command += ["--model", args.model]
-    if args.torch_threads:
-        command += ["--torch-threads", str(args.torch_threads)]
+    command += ["--torch-threads", str(args.torch_threads)]
     if args.model_thread:
         command += ["--model-thread"]
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -241,16 +253,22 @@ def main() -> int:
             if server.poll() is not None:
                 raise SystemExit(f"the server exited:\n{server.stderr.read().decode()}")
         asyncio.run(run_level(port, bodies, expected, 4, 16))  # warm-up
+        model_pid = httpx.get(url + "/health").json().get("model_pid")
+        separate = model_pid != server.pid
         rows = []
         for clients in args.clients:
             n = max(args.requests, 4 * clients)
             before = batch_histogram(httpx.get(url + "/metrics").text)
+            cpu_before = (cpu_seconds(server.pid), cpu_seconds(model_pid) if separate else 0.0)
             seconds, latencies, wrong = asyncio.run(run_level(port, bodies, expected, clients, n))
+            cpu_after = (cpu_seconds(server.pid), cpu_seconds(model_pid) if separate else 0.0)
             after = batch_histogram(httpx.get(url + "/metrics").text)
             batches, mean_batch, per_bucket = histogram_delta(before, after)
+            cpu = [None if a is None or b is None else 1000 * (b - a) / n for a, b in zip(cpu_before, cpu_after)]
             rows.append({"clients": clients, "requests": n, "throughput": n / seconds,
                          "p50_ms": percentile(latencies, 50) * 1000, "p95_ms": percentile(latencies, 95) * 1000,
-                         "batches": batches, "mean_batch": mean_batch, "batch_sizes": per_bucket, "wrong": wrong})
+                         "batches": batches, "mean_batch": mean_batch, "batch_sizes": per_bucket, "wrong": wrong,
+                         "server_cpu_ms": cpu[0], "model_cpu_ms": cpu[1] if separate else None})
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -262,22 +280,31 @@ def main() -> int:
     print(f"pengi serve load test: {what} "
           f"({n_params / 1e6:.2f} M parameters) on {args.device} ({args.dtype}), "
           f"{'--model-thread' if args.model_thread else 'model process'}, torch threads "
-          f"{args.torch_threads or torch.get_num_threads()}, {os.cpu_count()} CPUs ({platform.processor() or '?'}), "
+          f"{args.torch_threads}, {os.cpu_count()} CPUs ({platform.processor() or '?'}), "
           f"torch {torch.__version__}, load average before the run {os.getloadavg()[0]:.2f}")
     print(f"server: --max-batch-size {args.max_batch_size} --max-wait-ms {args.max_wait_ms:g}; {len(paths)} distinct "
           f"1 s clips; prompt {PROMPT!r}; greedy")
-    print(f"offline model.generate: {offline['batch_max']:.1f} clips/s at batch_size={args.max_batch_size}, "
-          f"{offline['one_call']:.1f} clips/s with all {n_offline} clips in one batch")
+    print(f"offline model.generate: {offline['batch_max']:.1f} clips/s at batch_size={args.max_batch_size} "
+          f"({offline['batch_max_cpu_ms']:.2f} CPU ms per clip), {offline['one_call']:.1f} clips/s with all "
+          f"{n_offline} clips in one batch ({offline['one_call_cpu_ms']:.2f} CPU ms per clip)")
     print()
     print("| clients | requests | req/s | vs offline (batch " f"{args.max_batch_size}) | vs offline (one batch) | "
-          "vs 1 client | p50 ms | p95 ms | batches | mean batch | batch sizes | wrong |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "vs 1 client | p50 ms | p95 ms | batches | mean batch | batch sizes | CPU ms per request: server + model "
+          "| wrong |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def ms(value: float | None) -> str:
+        return "?" if value is None else f"{value:.2f}"
+
     for r in rows:
         sizes = ", ".join(f"{k}: {v}" for k, v in r["batch_sizes"].items())
+        cpu = ms(r["server_cpu_ms"]) + (f" + {ms(r['model_cpu_ms'])}" if r["model_cpu_ms"] is not None else
+                                        " (one process)")
+        vs_one = f"{r['throughput'] / single:.1f}x" if single else "-"
         print(f"| {r['clients']} | {r['requests']} | {r['throughput']:.1f} | "
               f"{r['throughput'] / offline['batch_max']:.0%} | {r['throughput'] / offline['one_call']:.0%} | "
-              f"{r['throughput'] / single:.1f}x | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['batches']} | "
-              f"{r['mean_batch']:.1f} | {sizes} | {r['wrong']} |" if single else "")
+              f"{vs_one} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['batches']} | "
+              f"{r['mean_batch']:.1f} | {sizes} | {cpu} | {r['wrong']} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"args": vars(args), "offline": offline, "levels": rows}, f, indent=2)

@@ -207,6 +207,20 @@ def test_streaming_with_the_openai_client_equals_the_answer(client, model, clips
     assert texts == [model.generate(clips[0][0], PROMPTS[0])[0]] * 2
 
 
+def test_a_stream_whose_client_goes_away(server, client, model, clips):
+    """A client that closes the stream after its first event: the server stops that generation and goes on."""
+    for _ in range(3):
+        with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=60,
+                          json={"messages": audio_message(clips[1][1], PROMPTS[0], "flac"), "stream": True,
+                                "temperature": 1.0, "max_tokens": 12}) as r:
+            first = next(r.iter_lines())
+        assert first.startswith("data: ")
+    response = client.chat.completions.create(model="tiny-pengi", messages=audio_message(clips[0][1]))
+    assert response.choices[0].message.content == model.generate(clips[0][0], PROMPTS[0])[0]
+    time.sleep(0.5)
+    assert "never retrieved" not in server.log() and "Traceback" not in server.log()
+
+
 def test_sampling_with_a_seed_is_repeatable(client, clips):
     messages = audio_message(clips[2][1], PROMPTS[0], "ogg")
 
@@ -587,28 +601,31 @@ def test_base64_with_newlines_and_urlsafe_alphabet_is_accepted(server, model, cl
 def test_sigterm_finishes_the_requests_in_flight(server, model, clips, tmp_path):
     """Requests in flight when SIGTERM comes (clips in the queue, a stream in progress, a long recording in windows)
     are all answered; new connections are refused; the process exits 0. This stops the module's server, so it is
-    the module's last test."""
+    the module's last test. Long answers (64 tokens: the random tiny model rarely stops early) and 60 windows keep
+    the six requests in flight for a while."""
     recording = tmp_path / "long.ogg"  # 60 s in under --max-audio-mb
     sf.write(recording, np.concatenate([example(s % 8).audio for s in range(60)]), 16000, format="OGG",
              subtype="VORBIS")
+    long_answers = 64
     proc = server
     try:
         def ask(i):
             path, data, fmt = clips[i]
             r = httpx.post(proc.url + "/v1/chat/completions", timeout=120,
-                           json={"messages": audio_message(data, PROMPTS[i % 4], fmt)})
+                           json={"messages": audio_message(data, PROMPTS[i % 4], fmt), "max_tokens": long_answers})
             return r.status_code, r.json()["choices"][0]["message"]["content"]
 
         def stream():
             with httpx.stream("POST", proc.url + "/v1/chat/completions", timeout=120,
-                              json={"messages": audio_message(clips[0][1]), "stream": True}) as r:
+                              json={"messages": audio_message(clips[0][1]), "stream": True,
+                                    "max_tokens": long_answers}) as r:
                 lines = [line for line in r.iter_lines() if line.startswith("data: ")]
             deltas = [json.loads(line[6:]) for line in lines[:-1]]
             return lines[-1], "".join(d["choices"][0]["delta"].get("content") or "" for d in deltas if d["choices"])
 
         def windows():
             r = httpx.post(proc.url + "/v1/generate", timeout=120, files={"file": ("long.ogg", recording.read_bytes())},
-                           data={"prompt": PROMPTS[0], "windows": "true"})
+                           data={"prompt": PROMPTS[0], "windows": "true", "max_new_tokens": str(long_answers)})
             return r.status_code, [w["text"] for w in r.json()["results"][0]["windows"]]
 
         with ThreadPoolExecutor(6) as pool:
@@ -629,9 +646,11 @@ def test_sigterm_finishes_the_requests_in_flight(server, model, clips, tmp_path)
             results = [f.result(timeout=120) for f in answers]
             last, text = streamed.result(timeout=120)
             status, texts = long_one.result(timeout=120)
-        assert results == [(200, model.generate(clips[i][0], PROMPTS[i % 4])[0]) for i in range(4)]
-        assert last == "data: [DONE]" and text == model.generate(clips[0][0], PROMPTS[0])[0]
-        assert status == 200 and texts == [w["text"] for w in model.generate_windows(str(recording), PROMPTS[0])[0]]
+        long = {"max_new_tokens": long_answers}
+        assert results == [(200, model.generate(clips[i][0], PROMPTS[i % 4], **long)[0]) for i in range(4)]
+        assert last == "data: [DONE]" and text == model.generate(clips[0][0], PROMPTS[0], **long)[0]
+        expected = model.generate_windows(str(recording), PROMPTS[0], **long)[0]
+        assert status == 200 and texts == [w["text"] for w in expected]
         assert proc.proc.wait(60) == 0
     finally:
         proc.stop()

@@ -108,6 +108,32 @@ def test_a_lone_request_starts_at_once_when_nothing_else_is_arriving():
     assert both == [20, 30] and [p for _, p in rec.calls] == [[1], [2, 3]]
 
 
+def test_after_a_batch_its_clients_are_waited_for():
+    """Clients of a finished batch usually ask again at once: the first of them waits (up to max_wait_s) for the
+    others instead of starting a batch of one; one client asking again and again never waits."""
+    rec = Recorder()
+
+    async def main():
+        batcher, pool = await started(rec, max_batch_size=8, max_wait_s=0.3, arriving=lambda: 0)
+        t = time.monotonic()
+        for i in range(3):  # one client, request after request
+            await batcher.submit("k", i)
+        one_client = time.monotonic() - t
+        assert await asyncio.gather(*(batcher.submit("k", i) for i in range(3, 6))) == [30, 40, 50]
+        first = batcher.submit_many("k", [6])  # one of those three comes back ...
+        await asyncio.sleep(0.1)
+        assert not first[0].done()  # ... and waits for the other two
+        rest = batcher.submit_many("k", [7, 8])
+        out = await asyncio.gather(first[0], *rest)
+        await batcher.close()
+        pool.shutdown()
+        return one_client, out
+
+    one_client, out = run(main())
+    assert one_client < 0.3  # three requests, none of them waited max_wait_s
+    assert out == [60, 70, 80] and [p for _, p in rec.calls][-1] == [6, 7, 8]
+
+
 def test_requests_with_other_settings_get_their_own_batches():
     rec = Recorder()
 

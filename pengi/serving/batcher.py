@@ -8,8 +8,11 @@ returns one result per clip, an exception standing for a clip that failed. One b
 runs, new clips keep queueing, so under load batches fill by themselves.
 
 With ``arriving`` (the number of requests the server has accepted but not queued yet: their bodies are being
-parsed or their audio decoded), the batcher waits only while some are on their way: a lone request on an idle
-server starts at once instead of waiting ``max_wait_s`` for company that is not coming.
+parsed or their audio decoded), the batcher waits only while more clips can be expected: requests on their way,
+or the clients of the batch that just finished, which usually send their next request at once (a client that gets
+its answer and asks again is what a load of concurrent clients looks like; clips answered in the last
+``EXPECT_RETURN_S`` that have not been followed by as many new clips). A lone request on an idle server therefore
+starts at once instead of waiting ``max_wait_s`` for company that is not coming.
 
 One failing clip never fails its neighbours: `run_isolated` (what the model process runs) reruns each clip of a
 batched call that raised alone, and only the ones that fail alone get the error. A clip whose request has gone
@@ -30,6 +33,7 @@ from typing import Any
 from .errors import APIError, internal_error
 
 log = logging.getLogger("pengi.serving")
+EXPECT_RETURN_S = 0.5  # how long the clients of a finished batch are expected to come back
 
 
 @dataclass
@@ -59,6 +63,8 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._expected = 0  # clips answered recently and not followed by new ones yet
+        self._expected_until = 0.0
         self.batches_run = 0
         self.busy = False
 
@@ -101,6 +107,7 @@ class Batcher:
             queue.append(item)
             futures.append(item.future)
         self._count += len(payloads)
+        self._expected = max(0, self._expected - len(payloads))
         self._gauge()
         self._wakeup.set()
         return futures
@@ -124,7 +131,7 @@ class Batcher:
             queue = self._pending[key]
             deadline = max(queue[0].enqueued, time.monotonic()) + self.max_wait_s
             while len(queue) < self.max_batch_size and not self._closing:
-                if self.arriving is not None and self.arriving() <= 0:
+                if self.arriving is not None and self.arriving() <= 0 and not self._expecting():
                     break  # nothing else is on its way: waiting would only add latency
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -160,6 +167,8 @@ class Batcher:
             finally:
                 self.busy = False
             self.batches_run += 1
+            self._expected = min(self._expected + len(batch), 4 * self.max_batch_size)
+            self._expected_until = time.monotonic() + EXPECT_RETURN_S
             if self.metrics is not None:
                 self.metrics.batch_seconds.observe(time.monotonic() - started)
             for item, result in zip(batch, results):
@@ -169,6 +178,9 @@ class Batcher:
                     item.future.set_exception(result)
                 else:
                     item.future.set_result(result)
+
+    def _expecting(self) -> bool:
+        return self._expected > 0 and time.monotonic() < self._expected_until
 
     def _gauge(self) -> None:
         if self.metrics is not None:

@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decode-workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="threads decoding and resampling uploads (default: min(4, CPUs))")
     g.add_argument("--torch-threads", type=int, default=None,
-                   help="torch intra-op threads of the model process (default: torch's choice, one per core)")
+                   help="torch intra-op threads of the model (default: the CPUs less one, at least 1: one core is "
+                        "left to the server process; more threads than free cores make torch's workers spin)")
     g.add_argument("--model-thread", action="store_true",
                    help="run the model on a thread of the server process instead of a process of its own: starts "
                         "faster, one copy of the libraries in memory, but the model and the request handling share "
@@ -61,6 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="warnings and errors only, no access log")
 
 
+def default_torch_threads() -> int:
+    """The CPUs this process may use, less one for the server process (at least 1)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus - 1)
+
+
 def settings_from(args: argparse.Namespace):
     from .app import ServeSettings
 
@@ -70,7 +77,8 @@ def settings_from(args: argparse.Namespace):
         max_audio_mb=args.max_audio_mb, max_audio_seconds=args.max_audio_seconds,
         max_request_mb=args.max_request_mb, allow_remote_audio=args.allow_remote_audio,
         remote_audio_timeout=args.remote_audio_timeout, decode_workers=args.decode_workers,
-        torch_threads=args.torch_threads, model_thread=args.model_thread, api_key=args.api_key,
+        torch_threads=args.torch_threads or default_torch_threads(), model_thread=args.model_thread,
+        api_key=args.api_key,
         allow_origins=list(args.allow_origin),
         log_level="warning" if args.quiet else args.log_level)
 
@@ -119,8 +127,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # The model runs in its own process (with --torch-threads); here torch only resamples uploads, one per decode
     # thread, so one intra-op thread each. With --model-thread the model shares this process and its setting.
-    if not args.model_thread:
-        torch.set_num_threads(1)
+    torch.set_num_threads(1 if not args.model_thread else args.torch_threads or default_torch_threads())
     level = "warning" if args.quiet else args.log_level
     logging.getLogger("pengi").setLevel(level.upper())
     server: uvicorn.Server | None = None

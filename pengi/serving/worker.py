@@ -90,6 +90,7 @@ def _child_main(conn: Any, spec: WorkerSpec) -> None:
     conn.send(("ready", engine.describe()))
     calls: queue.Queue = queue.Queue()
     sinks: dict[int, Any] = {}
+    cancelled: set[int] = set()  # streams cancelled before they started
 
     def reader() -> None:  # reads while the main thread computes, so that a cancel arrives mid-generation
         while True:
@@ -102,6 +103,8 @@ def _child_main(conn: Any, spec: WorkerSpec) -> None:
                 sink = sinks.get(message[1])
                 if sink is not None:
                     sink.cancelled = True
+                else:
+                    cancelled.add(message[1])
             elif message[0] == "exit":
                 calls.put(None)
                 return
@@ -116,6 +119,9 @@ def _child_main(conn: Any, spec: WorkerSpec) -> None:
                 raise ValueError(f"unknown model call {method!r}")
             if method == "run_batch":
                 result: Any = run_isolated(engine.run_batch, *args, map_error=to_api_error)
+            elif method == "run_stream" and call_id in cancelled:
+                cancelled.discard(call_id)
+                raise APIError("the client went away", status=499, code="cancelled")
             elif method == "run_stream":
                 sink = StreamSink(on_tokens=lambda tokens, cid=call_id: conn.send((cid, "tokens", tokens)))
                 sinks[call_id] = sink
@@ -239,8 +245,10 @@ class ModelWorker:
         return await self.submit(method, *args)[1]
 
     def cancel(self, call_id: int) -> None:
-        if self.dead or call_id not in self._pending:
+        pending = self._pending.get(call_id)
+        if self.dead or pending is None:
             return
+        pending.future.add_done_callback(_consume)  # nobody waits for it any more
         try:
             with self._send_lock:
                 self.conn.send(("cancel", call_id))
@@ -283,6 +291,8 @@ class ThreadWorker:
         self.dead: str | None = None
         self._ids = itertools.count(1)
         self._sinks: dict[int, Any] = {}
+        self._futures: dict[int, asyncio.Future] = {}
+        self._cancelled: set[int] = set()
 
     async def start(self) -> dict[str, Any]:
         from concurrent.futures import ThreadPoolExecutor
@@ -315,6 +325,8 @@ class ThreadWorker:
 
         def run() -> Any:
             try:
+                if call_id in self._cancelled:
+                    raise APIError("the client went away", status=499, code="cancelled")
                 if method == "run_batch":
                     return run_isolated(self.engine.run_batch, *args, map_error=to_api_error)
                 if method == "run_stream":
@@ -328,12 +340,20 @@ class ThreadWorker:
             except Exception as err:
                 raise to_api_error(err) from None
 
-        return call_id, self.loop.run_in_executor(self.pool, run)
+        future = self.loop.run_in_executor(self.pool, run)
+        self._futures[call_id] = future
+        future.add_done_callback(lambda _: self._futures.pop(call_id, None))
+        return call_id, future
 
     async def call(self, method: str, *args: Any) -> Any:
         return await self.submit(method, *args)[1]
 
     def cancel(self, call_id: int) -> None:
+        future = self._futures.get(call_id)
+        if future is None:
+            return
+        future.add_done_callback(_consume)
+        self._cancelled.add(call_id)
         sink = self._sinks.get(call_id)
         if sink is not None:
             sink.cancelled = True
@@ -345,6 +365,11 @@ class ThreadWorker:
     @property
     def pid(self) -> int:
         return os.getpid()
+
+
+def _consume(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 @contextmanager
