@@ -2,6 +2,7 @@
 // Everything runs in the browser with its own APIs (Web Audio, MediaRecorder, canvas); nothing is loaded from
 // anywhere but this server. Recordings (webm/opus) and formats the server cannot decode are decoded here and
 // uploaded as 16-bit WAV at the model's sample rate; wav, flac, ogg and mp3 files are uploaded as they are.
+// URLs are relative, so that the page also works behind a reverse proxy that serves it under a path prefix.
 "use strict";
 
 const SERVER_FORMATS = ["wav", "flac", "ogg", "mp3"];
@@ -21,7 +22,7 @@ function headers() {
 async function loadModel() {
   let response;
   try {
-    response = await fetch("/v1/models", { headers: headers() });
+    response = await fetch("v1/models", { headers: headers() });
   } catch (err) {
     $("model-line").textContent = "cannot reach the server: " + err;
     return;
@@ -298,11 +299,11 @@ async function ask() {
   form.append("model", state.model.id);
   let url;
   if (clap) {
-    url = "/v1/audio/classifications";
+    url = "v1/audio/classifications";
     form.append("labels", $("labels").value);
     if ($("template").value.trim()) form.append("template", $("template").value.trim());
   } else {
-    url = "/v1/generate";
+    url = "v1/generate";
     form.append("prompt", $("prompt").value);
     if ($("windows").checked) form.append("windows", "true");
   }
