@@ -35,7 +35,7 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def pengi_imports(path: Path, name: str) -> set[str]:
+def pengi_imports(path: Path, name: str, known: set[str] = frozenset()) -> set[str]:
     """The pengi modules ``path`` imports at module level or inside functions (absolute names); imports for type
     checking only (``if TYPE_CHECKING:``) do not count."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -51,8 +51,8 @@ def pengi_imports(path: Path, name: str) -> set[str]:
             else:
                 target = node.module or ""
             if target == "pengi" or target.startswith("pengi."):
-                out.add(target)
-                out.update(f"{target}.{alias.name}" for alias in node.names)
+                submodules = {f"{target}.{alias.name}" for alias in node.names} & known
+                out.update(submodules or {target})  # `from package import module` depends on the module
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name == "pengi" or a.name.startswith("pengi."))
     return out
@@ -65,7 +65,8 @@ def layer(module: str) -> int:
 
 def graph() -> dict[str, set[str]]:
     mods = modules()
-    return {name: {t for t in pengi_imports(path, name) if t in mods and t != name} for name, path in mods.items()}
+    return {name: {t for t in pengi_imports(path, name, set(mods)) if t in mods and t != name}
+            for name, path in mods.items()}
 
 
 def test_imports_point_one_way():
