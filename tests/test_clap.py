@@ -10,18 +10,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pengi import CLAP, CLAPConfig, CLAPProcessor, Cnn14Config, PengiInputError
+from pengi import CLAP, CLAPConfig, Cnn14Config, PengiInputError
 from pengi.modules.contrastive import contrastive_logits, contrastive_loss
 from pengi.presets import clap_tiny
-from tests.conftest import make_tiny, tone
-
-
-def make_clap(tokenizer, seed: int = 0, **overrides) -> CLAP:
-    torch.manual_seed(seed)
-    config = clap_tiny(len(tokenizer), **overrides)
-    model = CLAP(config).eval()
-    model.processor = CLAPProcessor(config, tokenizer)
-    return model
+from tests.conftest import make_clap, make_tiny, tone
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from pengi.models.clap.prompt_tuning import PromptTuner
-from tests.conftest import tone
-from tests.test_clap import make_clap
+from tests.conftest import make_clap, tone
 
 LABELS = ["dog", "cat", "rain"]
 

@@ -21,15 +21,13 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 
-from pengi import CLAP, CLAPProcessor, Pengi  # noqa: E402
-from pengi.presets import clap_tiny  # noqa: E402
+from pengi import CLAP, Pengi  # noqa: E402
 from pengi.synthetic import example  # noqa: E402
-from tests.conftest import make_tiny, tone  # noqa: E402
+from tests.conftest import make_clap, make_tiny, tone  # noqa: E402
 from tests.serving_utils import (  # noqa: E402
     ServerProcess,
     audio_message,
@@ -461,12 +459,8 @@ def test_the_server_goes_on_after_bad_input(server, client, model, clips):
 # ----------------------------------------------------------------------------- CLAP models
 @pytest.fixture(scope="module")
 def clap_dir(tmp_path_factory, gpt2_tokenizer):
-    torch.manual_seed(0)
-    config = clap_tiny(len(gpt2_tokenizer))
-    model = CLAP(config).eval()
-    model.processor = CLAPProcessor(config, gpt2_tokenizer)
     folder = tmp_path_factory.mktemp("clap") / "tiny-clap"
-    model.save_pretrained(folder)
+    make_clap(gpt2_tokenizer).save_pretrained(folder)
     return folder
 
 
@@ -568,23 +562,50 @@ def test_the_server_exits_when_its_model_process_dies(clap_server):
 
 # ----------------------------------------------------------------------------- the command line
 def test_serve_refuses_bad_options_and_unservable_models(tmp_path, caplog, capfd):
-    from pengi.cli import build_parser
-    from pengi.serving import cli as serving_cli
+    from pengi.cli import main
 
-    def serve(*args):  # in this process; each fails before serving anything
-        return serving_cli.run(build_parser().parse_args(["serve", *args]))
+    def serve(*args):  # in this process; each fails before serving anything (argparse's errors exit with 2)
+        caplog.clear()
+        try:
+            return main(["serve", *map(str, args)])
+        except SystemExit as exit_:
+            return exit_.code
 
-    assert serve("--max-batch-size", "0") == 2 and "--max-batch-size must be at least 1" in caplog.text
-    assert serve("--max-audio-mb", "0") == 2 and "--max-audio-mb must be greater than 0" in caplog.text
-    assert serve("--model", str(tmp_path / "nowhere")) == 2 and "no such model folder" in caplog.text
+    def said() -> str:
+        return capfd.readouterr().err + caplog.text
+
+    assert serve("--max-batch-size", "0") == 2 and "--max-batch-size: must be at least 1, got 0" in said()
+    assert serve("--max-audio-mb", "0") == 2 and "--max-audio-mb: must be greater than 0" in said()
+    assert serve("--threads", "0") == 2 and "--threads/--torch-threads: must be at least 1" in said()
+    assert serve("--torch-threads", "0") == 2 and "--threads/--torch-threads: must be at least 1" in said()
+    assert serve("--port", "70000") == 2 and "--port: must be a port number" in said()
+    assert serve("--max-wait-ms", "-1") == 2 and "--max-wait-ms: must be at least 0" in said()
+    assert serve("--max-audio-mb", "2", "--max-request-mb", "1") == 2 and \
+        "--max-request-mb must be at least --max-audio-mb" in said()
+    assert serve("--device", "gpu7") == 2 and "--device:" in said()
+    assert serve("--model", tmp_path / "nowhere") == 2 and "no such model folder" in said()
     bad = tmp_path / "not-a-model"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    caplog.clear()
-    assert serve("--model", str(bad), "--port", "0") == 1  # uvicorn starts, the lifespan refuses the model
-    err = capfd.readouterr().err  # uvicorn's own log
+    assert serve("--model", bad, "--port", "0") == 1  # uvicorn starts, the lifespan refuses the model
+    err = said()  # uvicorn's own log
     assert "cannot load the model" in err and "'bert'" in err
-    assert "Traceback" not in err + caplog.text
+    assert "Traceback" not in err
+
+
+def test_serve_threads_option_and_its_old_name():
+    """--threads is the model's torch threads, as for the other commands; --torch-threads, its first name, still
+    works; left out, the server takes the cores less one (one is left to the process that reads requests)."""
+    from pengi.cli import build_parser
+    from pengi.cli.common import available_cores
+    from pengi.cli.serve import settings_from
+
+    def settings(*args):
+        return settings_from(build_parser().parse_args(["serve", *args]))
+
+    assert settings("--threads", "3").threads == 3 and settings("--torch-threads", "2").threads == 2
+    assert settings().threads == max(1, available_cores() - 1)
+    assert settings("--quiet").log_level == "warning" and settings("--dtype", "bfloat16").dtype == "bfloat16"
 
 
 def test_base64_with_newlines_and_urlsafe_alphabet_is_accepted(server, model, clips):

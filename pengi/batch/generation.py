@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,8 +100,8 @@ class GenerationTask:
             return model.generate_from_waveforms(waves, prompts, generate_kwargs=self.decoding)
         texts = []
         for wave, prompt, key in zip(waves, prompts, keys):
-            torch.manual_seed(clip_seed(self.seed, key))
-            texts += model.generate_from_waveforms([wave], [prompt], generate_kwargs=self.decoding)
+            with seeded(clip_seed(self.seed, key), model.device):
+                texts += model.generate_from_waveforms([wave], [prompt], generate_kwargs=self.decoding)
         return texts
 
 
@@ -107,6 +109,16 @@ def clip_seed(seed: int, key: str) -> int:
     """A seed for one clip from the run's ``seed`` and the clip's identity."""
     digest = hashlib.sha256(f"{seed}\n{key}".encode()).digest()
     return int.from_bytes(digest[:8], "little") % 2**63
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run under ``torch.manual_seed(seed)``, and give back the random state found (the CPU's, and ``device``'s
+    when it is a GPU), so that a seeded call changes nothing for the calls after it."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 class CropNotice:

@@ -32,13 +32,24 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    value = number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
     return value
 
 
@@ -50,13 +61,15 @@ def probability(text: str) -> float:
 
 
 # ----------------------------------------------------------------------------- option groups
-def runtime_options() -> argparse.ArgumentParser:
-    """--device, --dtype, --threads, --quiet."""
+def runtime_options(threads_default: str = "the cores this process may use",
+                    threads_aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """--device, --dtype, --threads, --quiet. ``threads_default`` says what --threads is when not given (a command
+    that chooses otherwise than `set_threads` says how); ``threads_aliases`` are other names it keeps answering to."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="CPU threads for the model (default: the cores this process may use)")
+    p.add_argument("--threads", *threads_aliases, dest="threads", type=positive_int, default=None,
+                   help=f"CPU threads for the model (default: {threads_default})")
     p.add_argument("--quiet", action="store_true", help="no progress bar or info logs; warnings and errors only")
     return p
 

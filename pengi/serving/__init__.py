@@ -1,7 +1,7 @@
 """`pengi serve`: an OpenAI-compatible HTTP server for Pengi and CLAP models, with dynamic batching and a web page.
 
-`create_app` builds the FastAPI app (the model loads in its lifespan); `pengi.serving.cli` runs it under uvicorn.
-Needs the ``serve`` extra: ``pip install 'pengi[serve]'``.
+`create_app` builds the FastAPI app (the model loads in its lifespan) from `ServeSettings`; the `pengi serve`
+command (`pengi.cli.serve`) runs it under uvicorn. Needs the ``serve`` extra: ``pip install 'pengi[serve]'``.
 """
 
 from __future__ import annotations

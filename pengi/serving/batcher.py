@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import APIError, internal_error
+from .errors import APIError, to_api_error
 
 log = logging.getLogger("pengi.serving")
 EXPECT_RETURN_S = 0.5  # how long the clients of a finished batch are expected to come back
@@ -56,7 +56,7 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self.metrics = metrics
-        self.map_error = map_error or _default_error
+        self.map_error = map_error or to_api_error
         self.arriving = arriving
         self._pending: dict[Hashable, deque[_Item]] = {}
         self._count = 0
@@ -190,7 +190,7 @@ class Batcher:
 def run_isolated(run_batch: Callable[[Hashable, list[Any]], Sequence[Any]], key: Hashable, payloads: list[Any],
                  map_error: Callable[[BaseException], BaseException] | None = None) -> list[Any]:
     """``run_batch(key, payloads)``, or, if it raises, each payload alone: one result or exception per payload."""
-    map_error = map_error or _default_error
+    map_error = map_error or to_api_error
     try:
         results = list(run_batch(key, payloads))
         if len(results) != len(payloads):
@@ -209,9 +209,3 @@ def run_isolated(run_batch: Callable[[Hashable, list[Any]], Sequence[Any]], key:
             out.append(map_error(err))
     return out
 
-
-def _default_error(err: BaseException) -> BaseException:
-    if isinstance(err, APIError):
-        return err
-    log.error("model call failed", exc_info=err)
-    return internal_error(err)

@@ -1,10 +1,10 @@
 """The model behind the server, in two halves.
 
 *Engines* (`PengiEngine`, `ClapEngine`) hold the model and run in the model process (`pengi.serving.worker`):
-`PengiEngine.run_batch` is what a batch of clips becomes, the same steps as `Pengi.generate_from_waveforms`
-(``processor.prompts`` and ``processor.batch`` -> ``model.prefix`` -> ``model.generate_from_prefix`` ->
-``processor.decode``), keeping the token ids so that the server can count tokens and tell ``"stop"`` (an end-of-text
-token) from ``"length"`` (``max_new_tokens`` reached). `ClapEngine` embeds clips and texts and scores labels.
+`PengiEngine.run_batch` is what a batch of clips becomes, the steps of `Pengi.generate_from_waveforms`
+(``model.prefix_from_waveforms`` -> ``model.generate_from_prefix`` -> ``processor.decode``), keeping the token
+ids so that the server can count tokens and tell ``"stop"`` (an end-of-text token) from ``"length"``
+(``max_new_tokens`` reached). `ClapEngine` embeds clips and texts and scores labels.
 
 *Fronts* (`PengiFront`, `ClapFront`) live in the server process: the model's processor (tokenizers and audio
 settings, no weights) and the facts the request checks need, from the engine's `describe`.
@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Hashable
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from pengi import CLAP, CLAPConfig, CLAPProcessor, Pengi, PengiConfig, PengiProcessor
+from pengi.batch.generation import seeded
 
 from .decoding import Decoding
 
 log = logging.getLogger("pengi.serving")
 DEFAULT_MODEL_NAME = "pengi-default"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TASK_PROMPTS = ["generate audio caption", "generate metadata", "this is a sound of",
                 "question: what is making this sound?"]
 
@@ -86,15 +86,6 @@ def _make_cancel_criterion(sink: StreamSink):
             return torch.full((input_ids.shape[0],), sink.cancelled, dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([_Cancelled()])
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device):
-    """Run under ``torch.manual_seed(seed)`` and restore the RNG state afterwards."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def model_type_of(path: str | None) -> str | None:
@@ -175,10 +166,8 @@ class PengiEngine(Engine):
     def run_batch(self, key: Hashable, payloads: list[ClipJob], **extra: Any) -> list[ClipResult]:
         decoding: Decoding = key[1]
         proc, model = self.processor, self.model
-        enc = proc.prompts([job.prompt for job in payloads])
-        with torch.inference_mode():
-            audio = proc.batch([torch.as_tensor(job.wave) for job in payloads])
-            prefix = model.prefix(audio["waveforms"], waveform_lengths=audio.get("waveform_lengths"), **enc)
+        prefix = model.prefix_from_waveforms([torch.as_tensor(job.wave) for job in payloads],
+                                             [job.prompt for job in payloads])
         context = seeded(decoding.seed, model.device) if decoding.seeded else nullcontext()
         with context:
             ids, scores = model.generate_from_prefix(prefix, return_scores=decoding.return_scores,

@@ -62,6 +62,17 @@ def internal_error(exc: BaseException) -> APIError:
                     status=500, code="internal_error")
 
 
+def to_api_error(err: BaseException) -> APIError:
+    """What a failed call becomes for the client: its own `APIError`, a 400 for bad input found by pengi, else a
+    500 whose traceback goes to the server log only."""
+    if isinstance(err, APIError):
+        return err
+    if isinstance(err, PengiInputError):
+        return from_input_error(err)
+    log.error("model call failed", exc_info=err)
+    return internal_error(err)
+
+
 def install_handlers(app: Any, on_error: Any = None) -> None:
     """Register the handlers on a FastAPI app. ``on_error(request, error)`` is called for every error response
     (the metrics count errors by kind)."""

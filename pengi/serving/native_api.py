@@ -26,7 +26,7 @@ from pengi import CLAP
 from . import decoding as dec
 from .audio_input import FORMAT_ALIASES, FORMATS, UNDECODABLE, AudioRef, normalize_format
 from .errors import bad_request
-from .openai_api import AUDIO_PARTS, _kind, audio_part
+from .openai_api import AUDIO_PARTS, audio_part, json_kind, model_field
 
 FILE_FIELDS = ("file", "files", "audio")
 MAX_INPUTS = 2048
@@ -99,7 +99,7 @@ def json_audio(value: Any, param: str = "audio") -> list[AudioRef]:
             refs.append(AudioRef(f"{p}.url", "url", item["url"]))
         else:
             raise bad_request(f"{p}: expected a base64 string, a data: URL or {{\"data\": <base64>, \"format\": "
-                              f"\"wav\"}}, got {_kind(item)}", p, "invalid_audio")
+                              f"\"wav\"}}, got {json_kind(item)}", p, "invalid_audio")
     return refs
 
 
@@ -108,7 +108,7 @@ def _texts(values: list[Any] | None, param: str, *, split_commas: bool = False) 
     for i, v in enumerate(values or []):
         p = f"{param}[{i}]" if values and len(values) > 1 else param
         if not isinstance(v, str):
-            raise bad_request(f"{p}: expected a string, got {_kind(v)}", p)
+            raise bad_request(f"{p}: expected a string, got {json_kind(v)}", p)
         out += [x.strip() for x in v.split(",")] if split_commas else [v]
     return out
 
@@ -161,9 +161,7 @@ def parse_generate(body: Body, *, max_new_tokens_limit: int, reads_prompt: bool 
         raise bad_request(f"hop_seconds: must be greater than 0, got {hop:g}", "hop_seconds")
     if hop is not None and not windows:
         raise bad_request("hop_seconds: only applies with windows=true", "hop_seconds")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise bad_request(f"model: expected a string, got {_kind(model)}", "model")
+    model = model_field(body.get("model"))
     return GenerateRequest(model, audio, [p.strip() for p in prompts], params, windows, hop, decoding)
 
 
@@ -199,14 +197,12 @@ def parse_classify(body: Body) -> ClassifyRequest:
         raise bad_request(f"labels: given more than once: {', '.join(repeated)}", "labels")
     template = body.get("template") or DEFAULT_TEMPLATE
     if not isinstance(template, str):
-        raise bad_request(f"template: expected a string with {{label}} in it, got {_kind(template)}", "template")
+        raise bad_request(f"template: expected a string with {{label}} in it, got {json_kind(template)}", "template")
     multi_label = bool(body.get("multi_label", bool))
     top_k = body.get("top_k", int)
     if top_k is not None and top_k < 1:
         raise bad_request(f"top_k: must be at least 1, got {top_k}", "top_k")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise bad_request(f"model: expected a string, got {_kind(model)}", "model")
+    model = model_field(body.get("model"))
     return ClassifyRequest(model, audio, labels, template, multi_label, min(top_k or len(labels), len(labels)))
 
 
@@ -246,7 +242,7 @@ def parse_embeddings(body: Body) -> EmbedRequest:
             elif isinstance(v, dict) and v.get("type") in AUDIO_PARTS:
                 items.append(audio_part(v, p))
             else:
-                raise bad_request(f"{p}: expected a text or an audio part, got {_kind(v)}", p)
+                raise bad_request(f"{p}: expected a text or an audio part, got {json_kind(v)}", p)
     if not items:
         raise bad_request("input: no texts or audio given", "input", "missing_parameter")
     if len(items) > MAX_INPUTS:
@@ -257,7 +253,5 @@ def parse_embeddings(body: Body) -> EmbedRequest:
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise bad_request(f"encoding_format: expected 'float' or 'base64', got {encoding!r}", "encoding_format")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise bad_request(f"model: expected a string, got {_kind(model)}", "model")
+    model = model_field(body.get("model"))
     return EmbedRequest(model, items, encoding, body.get("dimensions", int))

@@ -59,13 +59,21 @@ class ChatRequest:
 
 def _check_object(value: Any, param: str, what: str = "an object") -> dict:
     if not isinstance(value, dict):
-        raise bad_request(f"{param}: expected {what}, got {_kind(value)}", param)
+        raise bad_request(f"{param}: expected {what}, got {json_kind(value)}", param)
     return value
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """What a JSON value is, for error messages: "an object", "an array", "a string", ..."""
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def model_field(value: Any) -> str | None:
+    """A request's ``model`` field: a string, or None when absent or empty."""
+    if value is not None and not isinstance(value, str):
+        raise bad_request(f"model: expected a string, got {json_kind(value)}", "model")
+    return value or None
 
 
 def audio_part(part: dict, param: str) -> AudioRef:
@@ -111,7 +119,7 @@ def parse_chat(body: Any, *, max_new_tokens_limit: int, reads_prompt: bool = Tru
             continue
         if not isinstance(content, list):
             raise bad_request(f"{param}.content: expected a string or an array of content parts, got "
-                              f"{_kind(content)}", f"{param}.content")
+                              f"{json_kind(content)}", f"{param}.content")
         texts[i] = []
         for j, part in enumerate(content):
             pparam = f"{param}.content[{j}]"
@@ -120,7 +128,7 @@ def parse_chat(body: Any, *, max_new_tokens_limit: int, reads_prompt: bool = Tru
             if kind == "text":
                 text = part.get("text")
                 if not isinstance(text, str):
-                    raise bad_request(f"{pparam}.text: expected a string, got {_kind(text)}", f"{pparam}.text")
+                    raise bad_request(f"{pparam}.text: expected a string, got {json_kind(text)}", f"{pparam}.text")
                 texts[i].append(text)
             elif kind in AUDIO_PARTS:
                 if role == "user":
@@ -162,9 +170,7 @@ def parse_chat(body: Any, *, max_new_tokens_limit: int, reads_prompt: bool = Tru
                         f"message ({prompt_param}) and the clip is the last audio of the conversation "
                         f"({clip.param}); {' and '.join(what)} were not read")
 
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise bad_request(f"model: expected a string, got {_kind(model)}", "model")
+    model = model_field(body.get("model"))
     options, names = chat_options(body, warnings)
     decoding = dec.build(options, max_new_tokens_limit=max_new_tokens_limit, names=names)
     n = dec.coerce(body.get("n"), int, "n") or 1

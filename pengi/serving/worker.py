@@ -37,7 +37,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import APIError
+from .batcher import run_isolated
+from .errors import APIError, to_api_error
 
 log = logging.getLogger("pengi.serving")
 
@@ -50,22 +51,68 @@ class WorkerSpec:
     device: str
     dtype: str
     name: str | None = None
-    torch_threads: int | None = None
+    threads: int | None = None  # torch intra-op threads of the model
     log_level: str = "INFO"
 
+    def load(self) -> Any:
+        """The engine, loaded in the thread or process that will run it (torch's thread count is per process)."""
+        import torch
 
-def to_api_error(err: BaseException) -> APIError:
-    """What a failed model call becomes: its own APIError, a 400 for bad input, else a logged 500."""
-    from pengi import PengiInputError
+        from pengi.cli.common import DTYPES
 
-    from .errors import from_input_error, internal_error
+        from .engine import load_engine
 
-    if isinstance(err, APIError):
-        return err
-    if isinstance(err, PengiInputError):
-        return from_input_error(err)
-    log.error("model call failed", exc_info=err)
-    return internal_error(err)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        return load_engine(self.path, torch.device(self.device), DTYPES[self.dtype], self.name)
+
+
+class Streams:
+    """The streamed calls a cancel can reach: the sinks of running ones, and those cancelled before they started."""
+
+    def __init__(self) -> None:
+        self.sinks: dict[int, Any] = {}
+        self.cancelled: set[int] = set()
+        self._lock = threading.Lock()
+
+    def cancel(self, call_id: int) -> None:
+        with self._lock:
+            sink = self.sinks.get(call_id)
+            if sink is not None:
+                sink.cancelled = True
+            else:
+                self.cancelled.add(call_id)
+
+    def start(self, call_id: int, sink: Any) -> None:
+        with self._lock:
+            if call_id in self.cancelled:
+                self.cancelled.discard(call_id)
+                raise APIError("the client went away", status=499, code="cancelled")
+            self.sinks[call_id] = sink
+
+    def end(self, call_id: int) -> None:
+        with self._lock:
+            self.sinks.pop(call_id, None)
+
+
+def run_call(engine: Any, call_id: int, method: str, args: tuple, streams: Streams,
+             on_tokens: Callable[[list[int]], None] | None = None) -> Any:
+    """One call of the engine, as both workers run it: a batch that fails is rerun clip by clip (`run_isolated`);
+    a stream hands its tokens to ``on_tokens`` and stops when its call is cancelled."""
+    from .engine import StreamSink
+
+    if method not in engine.calls:
+        raise ValueError(f"unknown model call {method!r}")
+    if method == "run_batch":
+        return run_isolated(engine.run_batch, *args, map_error=to_api_error)
+    if method != "run_stream":
+        return getattr(engine, method)(*args)
+    sink = StreamSink(on_tokens=on_tokens)
+    streams.start(call_id, sink)
+    try:
+        return engine.run_stream(*args, sink)
+    finally:
+        streams.end(call_id)
 
 
 # ============================================================================= the model process
@@ -75,22 +122,14 @@ def _child_main(conn: Any, spec: WorkerSpec) -> None:
     logging.basicConfig(level=spec.log_level, format="%(levelname)s [model] %(message)s")
     warnings.filterwarnings("ignore", message=r"prompt #\d+ .* was truncated")  # reported in responses instead
     try:
-        import torch
-
-        from .batcher import run_isolated
-        from .engine import DTYPES, StreamSink, load_engine
-
-        if spec.torch_threads:
-            torch.set_num_threads(spec.torch_threads)
-        engine = load_engine(spec.path, torch.device(spec.device), DTYPES[spec.dtype], spec.name)
+        engine = spec.load()
     except Exception as err:  # the server reports it in one line and exits
         conn.send(("failed", f"{type(err).__name__}: {err}" if not isinstance(err, (OSError, ValueError))
                    else str(err)))
         return
     conn.send(("ready", engine.describe()))
     calls: queue.Queue = queue.Queue()
-    sinks: dict[int, Any] = {}
-    cancelled: set[int] = set()  # streams cancelled before they started
+    streams = Streams()
 
     def reader() -> None:  # reads while the main thread computes, so that a cancel arrives mid-generation
         while True:
@@ -100,11 +139,7 @@ def _child_main(conn: Any, spec: WorkerSpec) -> None:
                 calls.put(None)
                 return
             if message[0] == "cancel":
-                sink = sinks.get(message[1])
-                if sink is not None:
-                    sink.cancelled = True
-                else:
-                    cancelled.add(message[1])
+                streams.cancel(message[1])
             elif message[0] == "exit":
                 calls.put(None)
                 return
@@ -115,22 +150,8 @@ def _child_main(conn: Any, spec: WorkerSpec) -> None:
     while (message := calls.get()) is not None:
         call_id, method, args = message
         try:
-            if method not in engine.calls:
-                raise ValueError(f"unknown model call {method!r}")
-            if method == "run_batch":
-                result: Any = run_isolated(engine.run_batch, *args, map_error=to_api_error)
-            elif method == "run_stream" and call_id in cancelled:
-                cancelled.discard(call_id)
-                raise APIError("the client went away", status=499, code="cancelled")
-            elif method == "run_stream":
-                sink = StreamSink(on_tokens=lambda tokens, cid=call_id: conn.send((cid, "tokens", tokens)))
-                sinks[call_id] = sink
-                try:
-                    result = engine.run_stream(*args, sink)
-                finally:
-                    sinks.pop(call_id, None)
-            else:
-                result = getattr(engine, method)(*args)
+            result = run_call(engine, call_id, method, args, streams,
+                              on_tokens=lambda tokens, cid=call_id: conn.send((cid, "tokens", tokens)))
             conn.send((call_id, "ok", result))
         except Exception as err:
             conn.send((call_id, "error", to_api_error(err)))
@@ -290,53 +311,26 @@ class ThreadWorker:
         self.description: dict[str, Any] | None = None
         self.dead: str | None = None
         self._ids = itertools.count(1)
-        self._sinks: dict[int, Any] = {}
         self._futures: dict[int, asyncio.Future] = {}
-        self._cancelled: set[int] = set()
+        self._streams = Streams()
 
     async def start(self) -> dict[str, Any]:
         from concurrent.futures import ThreadPoolExecutor
 
         self.loop = asyncio.get_running_loop()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pengi-model")
-
-        def load() -> Any:
-            import torch
-
-            from .engine import DTYPES, load_engine
-
-            if self.spec.torch_threads:
-                torch.set_num_threads(self.spec.torch_threads)
-            return load_engine(self.spec.path, torch.device(self.spec.device), DTYPES[self.spec.dtype],
-                               self.spec.name)
-
-        self.engine = await self.loop.run_in_executor(self.pool, load)
+        self.engine = await self.loop.run_in_executor(self.pool, self.spec.load)
         self.description = self.engine.describe()
         return self.description
 
     def submit(self, method: str, *args: Any, on_tokens: Callable[[list[int]], None] | None = None
                ) -> tuple[int, asyncio.Future]:
-        from .batcher import run_isolated
-        from .engine import StreamSink
-
-        if method not in self.engine.calls:
-            raise ValueError(f"unknown model call {method!r}")
         call_id = next(self._ids)
 
         def run() -> Any:
             try:
-                if call_id in self._cancelled:
-                    raise APIError("the client went away", status=499, code="cancelled")
-                if method == "run_batch":
-                    return run_isolated(self.engine.run_batch, *args, map_error=to_api_error)
-                if method == "run_stream":
-                    sink = StreamSink(on_tokens=lambda t: self.loop.call_soon_threadsafe(on_tokens, t))
-                    self._sinks[call_id] = sink
-                    try:
-                        return self.engine.run_stream(*args, sink)
-                    finally:
-                        self._sinks.pop(call_id, None)
-                return getattr(self.engine, method)(*args)
+                return run_call(self.engine, call_id, method, args, self._streams,
+                                on_tokens=lambda t: self.loop.call_soon_threadsafe(on_tokens, t))
             except Exception as err:
                 raise to_api_error(err) from None
 
@@ -353,10 +347,7 @@ class ThreadWorker:
         if future is None:
             return
         future.add_done_callback(_consume)
-        self._cancelled.add(call_id)
-        sink = self._sinks.get(call_id)
-        if sink is not None:
-            sink.cancelled = True
+        self._streams.cancel(call_id)
 
     async def stop(self, timeout: float = 60.0) -> None:
         if hasattr(self, "pool"):

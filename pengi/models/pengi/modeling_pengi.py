@@ -275,6 +275,15 @@ class Pengi(WithProcessor, PreTrainedModel):
                 result[field] = text
         return results
 
+    def prefix_from_waveforms(self, waves: list[torch.Tensor], prompts: list[str]) -> torch.Tensor:
+        """`prefix` for clips already fitted by the processor, one prompt each: what `generate_from_waveforms`
+        decodes from (and what `pengi serve` batches)."""
+        proc = self._require_processor()
+        enc = proc.prompts(prompts)
+        with torch.inference_mode():
+            audio = proc.batch(waves)
+            return self.prefix(audio["waveforms"], waveform_lengths=audio.get("waveform_lengths"), **enc)
+
     def generate_from_waveforms(self, waves: list[torch.Tensor], prompts: list[str], batch_size: int | None = None,
                                 return_scores: bool = False, generate_kwargs: dict[str, Any] | None = None
                                 ) -> list[Any]:
@@ -290,10 +299,7 @@ class Pengi(WithProcessor, PreTrainedModel):
         results: list[Any] = []
         for start in range(0, len(waves), step):
             chunk = slice(start, start + step)
-            enc = proc.prompts(prompts[chunk])
-            with torch.inference_mode():
-                audio = proc.batch(waves[chunk])
-                prefix = self.prefix(audio["waveforms"], waveform_lengths=audio.get("waveform_lengths"), **enc)
+            prefix = self.prefix_from_waveforms(waves[chunk], prompts[chunk])
             ids, scores = self.generate_from_prefix(prefix, return_scores=return_scores, **generate_kwargs)
             texts = proc.decode(ids)
             items: list[Any] = list(zip(texts, scores.tolist())) if return_scores else texts

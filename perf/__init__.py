@@ -1,0 +1,3 @@
+"""Performance scripts that print ratios against a baseline measured in the same run; each is run from the
+repository root as a module, ``python -m perf.<name>``, so that it imports pengi and the tests' helpers as they are
+in the checkout."""
