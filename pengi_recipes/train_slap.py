@@ -8,8 +8,9 @@ The data pipeline, launcher, checkpoints and resume are train_pengi.py's: manife
 default captions) decoded whole (random crops only beyond ``max_seconds``), batched by duration buckets
 (``data.bucket_by_duration``) so that padding stays small, or packed several clips per row (``train.pack``).
 The objectives' weights are ``model.config.{contrastive,ssl,caption}_weight`` (0 switches one off). After each
-optimiser step the EMA teacher follows the student. Each objective's loss is logged (``train/<name>``) and
-printed every ``log.every`` steps; validation reports the losses and text/audio retrieval R@1/R@5.
+optimiser step the EMA teacher (torch's ``AveragedModel``) follows the student (``SLAP.ema_step``). Each
+objective's loss is logged (``train/<name>``) and printed every ``log.every`` steps; validation reports the
+losses and text/audio retrieval R@1/R@5.
 """
 
 from __future__ import annotations

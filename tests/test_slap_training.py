@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from pengi import SLAP
 
@@ -51,3 +53,29 @@ def test_each_loss_decreases_on_a_tiny_run(tmp_path, scenes):
     assert "val/t2a_R@1" in result.stdout
     model = SLAP.from_pretrained(out / "final").eval()
     assert model.processor is not None and torch.isfinite(model.embed_audio(str(scenes / "validation" / "0.wav"))).all()
+
+
+@pytest.mark.slow  # two short recipe runs
+def test_resumed_run_ends_with_the_same_weights_teacher_included(tmp_path, scenes):
+    """A run resumed from its step-4 checkpoint ends where the uninterrupted run ends: weights, EMA teacher and
+    its update count (all in the model's state dict, saved by accelerate's save_state)."""
+    straight = tmp_path / "straight"
+
+    def cmd(out):
+        return [sys.executable, *RECIPE, "--config", CONFIG, "--set", f"output_dir={out}",
+                f"data.train=[{{manifest: {scenes / 'train.jsonl'}}}]", "data.validation=null", "data.batch_size=4",
+                "data.num_workers=0", "optim.max_steps=8", "optim.warmup_steps=2", "log.every=4",
+                "checkpoint.every=4", "checkpoint.keep_last=2", "eval.every=1000"]
+
+    result = subprocess.run(cmd(straight), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    shutil.rmtree(resumed / "final")
+    shutil.rmtree(resumed / "checkpoints" / "checkpoint_1")  # as if killed after the step-4 checkpoint
+    result = subprocess.run(cmd(resumed), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(step 4)" in result.stdout
+    a, b = (load_file(str(folder / "final" / "model.safetensors")) for folder in (straight, resumed))
+    assert a.keys() == b.keys() and int(a["teacher.n_averaged"]) == 9  # a copy at the start, then 8 updates
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-5

@@ -1,4 +1,4 @@
-"""Transformer layers of SLAP's audio tower and caption decoder: pre-norm blocks, rotary positions, masks.
+"""Transformer layers of SLAP's audio tower: pre-norm blocks, rotary positions, masks.
 
 Attention masks are boolean ``(batch, queries, keys)``, True where a query may attend. Every query must be
 allowed at least one key (padding queries attend to themselves), so scaled-dot-product attention never sees
@@ -28,7 +28,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    """Multi-head attention; self-attention with rotary positions, or cross-attention to ``context``."""
+    """Multi-head self-attention with rotary positions."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
         super().__init__()
@@ -39,15 +39,12 @@ class Attention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         b, n, d = x.shape
         h = self.num_heads
-        source = x if context is None else context
         q = self.q(x).view(b, n, h, d // h).transpose(1, 2)
-        k, v = self.kv(source).view(b, source.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        k, v = self.kv(x).view(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None],
                                              dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
@@ -63,20 +60,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm block: self-attention (rotary), optional cross-attention to a context, MLP."""
+    """Pre-LayerNorm block: self-attention (rotary), MLP."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float = 0.0, cross: bool = False):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float = 0.0):
         super().__init__()
         self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, num_heads, dropout)
-        self.norm_cross = nn.LayerNorm(dim) if cross else None
-        self.cross = Attention(dim, num_heads, dropout) if cross else None
         self.norm2, self.mlp = nn.LayerNorm(dim), MLP(dim, int(dim * mlp_ratio), dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), mask, rope)
-        if self.cross is not None:
-            x = x + self.cross(self.norm_cross(x), context_mask, context=context)
         return x + self.mlp(self.norm2(x))
 
 

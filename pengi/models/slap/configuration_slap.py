@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from transformers import AutoConfig
+from transformers import AutoConfig, GPT2Config
 from transformers.configuration_utils import SubConfigSpec
 
 from pengi.models.configuration_contrastive import ContrastiveConfig
@@ -30,9 +30,10 @@ class SLAPConfig(ContrastiveConfig):
         ssl_weight: masked patch prediction against an EMA teacher (`pengi.models.slap.ssl`): `ssl_mask_prob` of the
             time steps hidden in spans of `ssl_mask_span`, targets the mean of the teacher's top
             `ssl_target_layers` blocks, teacher decay `ema_decay`.
-        caption_weight: a causal decoder (`caption_layers`, `caption_heads`, width `caption_hidden_size`)
-            cross-attending to the patch tokens, trained on the caption (`caption_max_length` tokens), with
-            the text tokenizer's vocabulary (`vocab_size`).
+        caption_weight: a GPT-2 decoder with cross-attention (`caption_lm_config`: `caption_layers` blocks,
+            `caption_heads` heads, width `caption_hidden_size`, MLP width `audio_config.mlp_ratio` times that)
+            reading the tower's patch tokens, trained on the caption (`caption_max_length` tokens, also its
+            number of positions), with the text tokenizer's vocabulary (`vocab_size`).
     """
 
     model_type = "pengi_slap"
@@ -76,6 +77,23 @@ class SLAPConfig(ContrastiveConfig):
             raise ValueError("ssl_mask_prob must be in (0, 1) and ema_decay in [0, 1)")
         if not 1 <= self.ssl_target_layers <= self.audio_config.num_layers:
             raise ValueError(f"ssl_target_layers must be in 1..{self.audio_config.num_layers}")
+        if self.caption_hidden_size % self.caption_heads:
+            raise ValueError(f"caption_hidden_size ({self.caption_hidden_size}) must be a multiple of caption_heads "
+                             f"({self.caption_heads})")
+        if self.caption_max_length < 3:
+            raise ValueError(f"caption_max_length must be >= 3 (start, one token, end), got {self.caption_max_length}")
+
+    def caption_lm_config(self) -> GPT2Config:
+        """The caption decoder's `GPT2Config`, derived from the caption_* fields (not stored on its own, so
+        configs from before the decoder was GPT-2 keep their meaning): pre-norm blocks with cross-attention, the
+        output head tied to the token embedding, ``caption_max_length`` learned positions, exact GELU, no
+        dropout. Start, end and padding ids come from the tokenizer at generation time."""
+        return GPT2Config(vocab_size=self.vocab_size, n_embd=self.caption_hidden_size, n_layer=self.caption_layers,
+                          n_head=self.caption_heads, n_positions=self.caption_max_length,
+                          n_inner=int(self.caption_hidden_size * self.audio_config.mlp_ratio),
+                          activation_function="gelu", add_cross_attention=True, resid_pdrop=0.0, embd_pdrop=0.0,
+                          attn_pdrop=0.0, initializer_range=self.initializer_range, tie_word_embeddings=True,
+                          bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
     @property
     def max_seconds(self) -> float:

@@ -1,60 +1,63 @@
-"""SLAP's caption decoder: a small causal transformer that cross-attends to the audio tower's patch tokens.
+"""SLAP's caption decoder: transformers' GPT-2 with cross-attention, reading the audio tower's patch tokens.
 
 Its loss (next-token cross-entropy on the caption) makes the patch tokens, not only their pooled mean, carry
-what is said about the clip, which is what the frame-level features (`SLAP.frames`) and Pengi read.
+what is said about the clip, which is what the frame-level features (`SLAP.frames`) and Pengi read. Being a
+transformers causal LM, it decodes with `generate`: KV-cached self-attention, cross-attention keys and values
+computed once per clip, and greedy, beam search or sampling by its arguments.
+
+The `GPT2LMHeadModel` is a direct child of `SLAP` (``SLAP.decoder``), so transformers ties its output head to
+its token embedding on loading as it does for Pengi's LM; ``SLAP.caption_context`` maps the tower's tokens to
+the decoder's width when the two differ.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import nn
+from transformers import GPT2LMHeadModel
 
-from pengi.modules.slap_layers import Block, rope_angles
+from pengi.models.slap.configuration_slap import SLAPConfig
 
 
-class CaptionDecoder(nn.Module):
-    """Tokens ``(batch, n)`` + audio context ``(batch, L, context_dim)`` with its mask -> next-token logits."""
+def caption_decoder(config: SLAPConfig) -> GPT2LMHeadModel:
+    """The decoder of `SLAPConfig.caption_lm_config`, trained with its own causal-LM loss."""
+    lm = GPT2LMHeadModel(config.caption_lm_config())
+    lm.loss_type = "ForCausalLM"  # GPT2LMHeadModel's name does not say which loss is its own
+    return lm
 
-    def __init__(self, vocab_size: int, dim: int, num_layers: int, num_heads: int, mlp_ratio: float,
-                 context_dim: int, dropout: float = 0.0, rope_theta: float = 10000.0):
-        super().__init__()
-        self.num_heads, self.rope_theta = num_heads, rope_theta
-        self.embed = nn.Embedding(vocab_size, dim)
-        self.context = nn.Linear(context_dim, dim)
-        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, dropout, cross=True) for _ in range(num_layers))
-        self.norm = nn.LayerNorm(dim)
 
-    def forward(self, ids: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
-        b, n = ids.shape
-        x = self.embed(ids)
-        causal = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()[None].expand(b, n, n)
-        cross = context_mask[:, None, :].expand(b, n, context_mask.shape[1])
-        positions = torch.arange(n, device=ids.device)[None].expand(b, n)
-        rope = rope_angles(positions, x.shape[-1] // self.num_heads, self.rope_theta)
-        context = self.context(context.to(x.dtype))
-        for block in self.blocks:
-            x = block(x, causal, rope, context, cross)
-        return F.linear(self.norm(x), self.embed.weight)  # output head tied to the embedding, as GPT-2
+def caption_context(config: SLAPConfig) -> nn.Module:
+    """Tower tokens -> decoder width: identity when the widths are equal (the cross-attention's key and value
+    projections are linear already), else a linear map."""
+    width, dim = config.audio_config.hidden_size, config.caption_hidden_size
+    return nn.Identity() if width == dim else nn.Linear(width, dim)
 
-    def loss(self, ids: torch.Tensor, mask: torch.Tensor, context: torch.Tensor,
-             context_mask: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of each real token after the first given the ones before it (right padding ignored)."""
-        logits = self(ids[:, :-1], context, context_mask)
-        targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
-    @torch.no_grad()
-    def generate(self, context: torch.Tensor, context_mask: torch.Tensor, bos: int, eos: int,
-                 max_length: int) -> list[list[int]]:
-        """Greedy decoding from ``bos``; each row's tokens up to (not including) ``eos``."""
-        ids = torch.full((context.shape[0], 1), bos, dtype=torch.long, device=context.device)
-        done = torch.zeros(context.shape[0], dtype=torch.bool, device=context.device)
-        for _ in range(max_length):
-            nxt = self(ids, context, context_mask)[:, -1].argmax(dim=-1)
-            nxt = nxt.masked_fill(done, eos)
-            ids = torch.cat([ids, nxt[:, None]], dim=1)
-            done |= nxt == eos
-            if done.all():
-                break
-        return [row[:row.index(eos)] if eos in row else row for row in ids[:, 1:].tolist()]
+def caption_loss(lm: GPT2LMHeadModel, ids: torch.Tensor, mask: torch.Tensor, states: torch.Tensor,
+                 state_mask: torch.Tensor) -> torch.Tensor:
+    """The LM's cross-entropy of each real caption token after the first given the ones before it and the
+    clip's states ``(batch, L, dim)`` with their mask (right padding ignored on both sides)."""
+    return lm(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100),
+              encoder_hidden_states=states.to(lm.dtype), encoder_attention_mask=state_mask.long(),
+              use_cache=False).loss
+
+
+@torch.no_grad()
+def generate_captions(lm: GPT2LMHeadModel, states: torch.Tensor, state_mask: torch.Tensor, bos: int, eos: int,
+                      pad: int, max_new_tokens: int, **generate_kwargs: Any) -> torch.Tensor:
+    """New token ids ``(batch * num_return_sequences, n)`` after ``bos``: greedy unless the arguments say
+    otherwise, KV-cached; rows that ended early are padded with ``pad``."""
+    start = torch.full((states.shape[0], 1), bos, dtype=torch.long, device=states.device)
+    settings: dict[str, Any] = dict(do_sample=False, num_beams=1)
+    settings.update(generate_kwargs)
+    out = lm.generate(input_ids=start, attention_mask=torch.ones_like(start), encoder_hidden_states=states.to(lm.dtype),
+                      encoder_attention_mask=state_mask.long(), max_new_tokens=max_new_tokens, bos_token_id=bos,
+                      eos_token_id=eos, pad_token_id=pad, use_cache=True, **settings)
+    return out[:, 1:]
+
+
+def until_end(ids: torch.Tensor, eos: int) -> list[list[int]]:
+    """Each row's tokens up to (not including) its first ``eos``."""
+    return [row[:row.index(eos)] if eos in row else row for row in ids.tolist()]

@@ -2,9 +2,10 @@
 
     audio (any length <= max_seconds) -> log-mel -> patches -> RoPE transformer (pengi.modules.slap_tower)
         pooled  -> projection -> InfoNCE with text (TextEncoder)         contrastive_weight
-        tokens  -> caption decoder cross-attention -> caption CE         caption_weight
+        tokens  -> GPT-2 caption decoder (cross-attention) -> caption CE caption_weight
     hidden-span view of the same clip -> student tokens -> regress the
         EMA teacher's layer-averaged tokens at hidden patches            ssl_weight
+    (the teacher: torch.optim.swa_utils.AveragedModel of the student tower, EMA after each optimiser step)
 
 `frames(audio)` gives embeddings in the joint space for each time step (0.16 s by default), and
 `text_to_frames` / `locate` score a text against them, to find when a described sound happens.
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from transformers import GPT2LMHeadModel, PreTrainedModel
+from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from pengi.audio import AudioSource, describe_source
@@ -27,9 +31,10 @@ from pengi.errors import PengiInputError
 from pengi.models.contrastive import ContrastiveMixin
 from pengi.models.pretrained import WithProcessor, as_list
 from pengi.models.slap.configuration_slap import SLAPConfig
-from pengi.models.slap.decoder import CaptionDecoder
+from pengi.models.slap.decoder import caption_context, caption_decoder, caption_loss, generate_captions, until_end
+from pengi.models.slap.legacy_layout import OLD_DECODER, legacy_key_mapping
 from pengi.models.slap.processing_slap import SLAPProcessor
-from pengi.models.slap.ssl import ema_update, masked_regression, span_mask, teacher_targets
+from pengi.models.slap.ssl import masked_regression, span_mask, teacher_targets
 from pengi.modules.contrastive import contrastive_loss, initial_logit_scale
 from pengi.modules.encoders import AudioEncoder, TextEncoder
 from pengi.modules.slap_tower import SlapAudioModel, SlapAudioOutput
@@ -65,6 +70,10 @@ class SLAP(ContrastiveMixin, WithProcessor, PreTrainedModel):
     main_input_name = "waveforms"
     input_modalities = ("audio", "text")
     _supports_sdpa = True
+    # Old layouts (`legacy_layout`): no teacher update count (it starts at 1, `_init_weights`); the old decoder's
+    # weights are dropped without a report when the model is loaded without a decoder (caption_weight=0).
+    _keys_to_ignore_on_load_missing = [r"^teacher\.n_averaged$"]
+    _keys_to_ignore_on_load_unexpected = [OLD_DECODER.pattern]
 
     def __init__(self, config: SLAPConfig):
         super().__init__(config)
@@ -73,34 +82,68 @@ class SLAP(ContrastiveMixin, WithProcessor, PreTrainedModel):
                                         config.d_proj, config.projection_dropout, config.projection)
         self.logit_scale = nn.Parameter(torch.tensor(initial_logit_scale(config.temperature)))
         width = config.audio_config.hidden_size
-        self.teacher: SlapAudioModel | None = None
+        self.teacher: AveragedModel | None = None
         self.ssl_head: nn.Linear | None = None
         if config.ssl_weight > 0:
-            self.teacher = SlapAudioModel(config.audio_config).requires_grad_(False)
+            # The tower has no buffers today; use_buffers averages any it gets (as a teacher should) instead of
+            # copying the student's.
+            self.teacher = AveragedModel(self.audio_encoder.base, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                                         use_buffers=True).requires_grad_(False)
             self.ssl_head = nn.Linear(width, width)
-        self.decoder: CaptionDecoder | None = None
+        self.decoder: GPT2LMHeadModel | None = None
+        self.caption_context: nn.Module | None = None
         if config.caption_weight > 0:
-            self.decoder = CaptionDecoder(config.vocab_size, config.caption_hidden_size, config.caption_layers,
-                                          config.caption_heads, config.audio_config.mlp_ratio, width)
+            self.decoder = caption_decoder(config)
+            self.caption_context = caption_context(config)
         self.processor: SLAPProcessor | None = None
         self._text_cache: dict[str, torch.Tensor] = {}
         self.post_init()
         self.reset_teacher()
 
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)  # the temperature: ContrastiveMixin
+        if isinstance(module, AveragedModel):  # a teacher holds an average from the start (`reset_teacher`)
+            init.constant_(module.n_averaged, 1)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any) -> SLAP:
+        """transformers' loading; a folder saved before the teacher was an `AveragedModel` has its teacher keys
+        renamed (`pengi.models.slap.legacy_layout`), one whose caption decoder predates GPT-2 is refused."""
+        caption_weight = kwargs.get("caption_weight", getattr(kwargs.get("config"), "caption_weight", None))
+        mapping = legacy_key_mapping(pretrained_model_name_or_path, caption_weight)
+        if mapping and "key_mapping" not in kwargs:
+            kwargs["key_mapping"] = mapping
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """transformers' saving, always in today's layout (by default it writes a model loaded through a key
+        mapping back in the layout it came from)."""
+        kwargs.setdefault("save_original_format", False)
+        super().save_pretrained(save_directory, *args, **kwargs)
+
     def apply_freezing(self) -> None:
         if self.teacher is not None:
             self.teacher.requires_grad_(False)
 
-    def reset_teacher(self) -> None:
-        """Make the EMA teacher a copy of the student tower (at initialisation)."""
+    def train(self, mode: bool = True) -> SLAP:
+        """The EMA teacher stays in eval mode (its targets never see dropout)."""
+        super().train(mode)
         if self.teacher is not None:
-            self.teacher.load_state_dict(self.audio_encoder.base.state_dict())
+            self.teacher.eval()
+        return self
+
+    def reset_teacher(self) -> None:
+        """Make the EMA teacher a copy of the student tower, as `AveragedModel`'s first update does; its count
+        starts at 1, so the next `ema_step` averages."""
+        if self.teacher is not None:
+            self.teacher.module.load_state_dict(self.tower.state_dict())
+            self.teacher.n_averaged.fill_(1)
 
     @torch.no_grad()
     def ema_step(self) -> None:
-        """Move the teacher towards the student; call after each optimiser step."""
+        """``teacher = ema_decay * teacher + (1 - ema_decay) * student``; call after each optimiser step."""
         if self.teacher is not None:
-            ema_update(self.teacher, self.audio_encoder.base, self.config.ema_decay)
+            self.teacher.update_parameters(self.tower)
 
     @property
     def tower(self) -> SlapAudioModel:
@@ -124,7 +167,6 @@ class SLAP(ContrastiveMixin, WithProcessor, PreTrainedModel):
         hide = [span_mask(-(-m.shape[0] // c.audio_config.patch_frames), c.audio_config.num_bands,
                           c.ssl_mask_prob, c.ssl_mask_span, generator, self.device) for m in mels]
         with torch.no_grad():
-            self.teacher.eval()
             targets = teacher_targets(self.teacher(mels, output_layers=True).layers, c.ssl_target_layers)
         student = tower(mels, hide=hide)
         hidden = torch.zeros_like(student.mask)
@@ -154,8 +196,8 @@ class SLAP(ContrastiveMixin, WithProcessor, PreTrainedModel):
         if c.ssl_weight > 0:
             losses["ssl"] = self.ssl_loss(mels)
         if c.caption_weight > 0:
-            losses["caption"] = self.decoder.loss(caption_ids.to(self.device), caption_mask.to(self.device),
-                                                  clean.hidden, clean.mask)
+            losses["caption"] = caption_loss(self.decoder, caption_ids.to(self.device), caption_mask.to(self.device),
+                                             self.caption_context(clean.hidden), clean.mask)
         weights = {"contrastive": c.contrastive_weight, "ssl": c.ssl_weight, "caption": c.caption_weight}
         loss = sum(weights[k] * v for k, v in losses.items()) if losses else None
         return SLAPOutput(loss=loss, losses=losses, logits_per_audio=logits, audio_embeds=audio, text_embeds=text)
@@ -226,15 +268,28 @@ class SLAP(ContrastiveMixin, WithProcessor, PreTrainedModel):
         return spans
 
     @torch.inference_mode()
-    def caption(self, audio: AudioSource | Sequence[AudioSource], max_length: int | None = None) -> list[str]:
-        """Greedy captions from the caption decoder (models trained with ``caption_weight > 0``)."""
+    def caption(self, audio: AudioSource | Sequence[AudioSource], max_length: int | None = None,
+                **generate_kwargs: Any) -> list[Any]:
+        """One caption per clip from the caption decoder (models trained with ``caption_weight > 0``), all clips
+        in one batch: greedy by default, else as the decoder's `generate` arguments say (``num_beams``,
+        ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``num_return_sequences``: then a list per clip).
+        ``max_length``: new tokens at most (default and limit: ``caption_max_length``, the decoder's positions).
+        """
         if self.decoder is None:
             raise RuntimeError("this model has no caption decoder (caption_weight was 0)")
+        limit = self.decoder.config.n_positions
+        max_length = limit if max_length is None else max_length
+        if not 1 <= max_length <= limit:
+            raise PengiInputError("max_length", f"must be in 1..{limit} (the caption decoder has {limit} positions: "
+                                                f"caption_max_length), got {max_length}")
+        if "max_new_tokens" in generate_kwargs:
+            raise PengiInputError("max_new_tokens", "give the caption length as max_length")
         proc = self._require_processor()
         out = self.encode_audio(**self._audio(audio))
-        ids = self.decoder.generate(out.hidden, out.mask, proc.bos_id, proc.eos_id,
-                                    max_length or self.config.caption_max_length)
-        return proc.decode(ids)
-
+        ids = generate_captions(self.decoder, self.caption_context(out.hidden), out.mask, proc.bos_id, proc.eos_id,
+                                proc.tokenizer.pad_token_id, max_length, **generate_kwargs)
+        texts = proc.decode(until_end(ids, proc.eos_id))
+        per_clip = generate_kwargs.get("num_return_sequences", 1)
+        return texts if per_clip == 1 else [texts[i:i + per_clip] for i in range(0, len(texts), per_clip)]
 
 __all__ = ["SLAP", "SLAPOutput", "FrameScores"]

@@ -29,6 +29,9 @@ class SLAPProcessor(ClipLoader):
             tokenizer.pad_token = tokenizer.eos_token
         self.bos_id = _first_id(tokenizer, ("bos_token_id", "cls_token_id", "eos_token_id"))
         self.eos_id = _first_id(tokenizer, ("eos_token_id", "sep_token_id"))
+        if config.caption_weight > 0 and len(tokenizer) > config.vocab_size:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the caption decoder's vocab_size is "
+                             f"{config.vocab_size}: build the config with vocab_size=len(tokenizer)")
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, config: SLAPConfig, **kwargs) -> SLAPProcessor:

@@ -10,13 +10,15 @@ capacity on noise detail) and need no separately trained tokenizer (BEATs iterat
 same tower under a moving average, so it trains in the same single stage and step as the contrastive and
 captioning losses; and it runs on the same variable-length, masked batches, since hiding patches is only a
 per-token substitution.
+
+The teacher itself is torch's `AveragedModel` with its EMA rule (`SLAP.teacher`, updated by `SLAP.ema_step`);
+what is here is what that does not do: the span masks, the targets and the masked regression.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def span_mask(n_time: int, num_bands: int, prob: float, span: int, generator: torch.Generator | None = None,
@@ -45,9 +47,3 @@ def masked_regression(prediction: torch.Tensor, target: torch.Tensor, hidden: to
     error = (prediction.float() - target).pow(2).mean(dim=-1)
     return error[hidden].mean()
 
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
-    """``teacher = decay * teacher + (1 - decay) * student``, parameter by parameter."""
-    for t, s in zip(teacher.parameters(), student.parameters()):
-        t.lerp_(s.detach().to(t.dtype), 1.0 - decay)
