@@ -14,7 +14,7 @@ from pengi.cli.common import set_threads, setup_logging
 from pengi.errors import PengiInputError
 
 log = logging.getLogger("pengi")
-COMMANDS = ("caption", "ask", "describe", "eval", "manifest", "zero_shot", "embed", "retrieve", "convert")
+COMMANDS = ("caption", "ask", "describe", "eval", "manifest", "zero_shot", "embed", "retrieve", "merge", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:
