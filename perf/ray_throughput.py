@@ -85,9 +85,10 @@ def model_folder(args: argparse.Namespace, scratch: str) -> str | None:
 def run(engine: str, args: argparse.Namespace, source: ModelSource, jobs, out: str) -> dict[str, float]:
     task = GenerationTask(decoding={"num_beams": 1, "max_new_tokens": args.max_new_tokens})
     options = EngineOptions(engine=engine, output=out, batch_size=args.batch_size, decode_workers=args.decode_workers,
-                            quiet=True, **({"address": args.address, "workers": args.workers,
-                                            "gpus_per_worker": args.gpus_per_worker,
-                                            "cpus_per_worker": args.cpus_per_worker} if engine == "ray" else {}))
+                            quiet=True, threads=args.threads if engine == "ray" else None,
+                            **({"address": args.address, "workers": args.workers,
+                                "gpus_per_worker": args.gpus_per_worker,
+                                "cpus_per_worker": args.cpus_per_worker} if engine == "ray" else {}))
     writer = TimedWriter(ResultWriter(out, task.result_fields))
     start = time.perf_counter()
     report = run_batch(BatchWork(source, task.load, task.rows), jobs, lambda: writer, options)
@@ -114,6 +115,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--gpus-per-worker", type=float, default=None)
     parser.add_argument("--cpus-per-worker", type=float, default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of each Ray model actor (default: its CPUs); the local engine uses all "
+                             "cores")
     add_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))

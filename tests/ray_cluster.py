@@ -1,5 +1,5 @@
 """A real Ray cluster for the tests, and the processes it runs: a head node started with `ray start --head --block`
-(2 CPUs, no dashboard, its own ports and temp folder), stopped by signalling that one process, and checks that
+(2 CPUs, no dashboard, its own ports and temp folder), stopped by interrupting that one process, and checks that
 nothing a test started is left running. Processes are found through /proc, by parent or by an environment
 marker the test sets, so that only the test's own processes are ever looked at or signalled."""
 
@@ -88,10 +88,11 @@ def marked(marker: str) -> list[int]:
     return found
 
 
-def model_workers(pid: int) -> list[int]:
-    """The Ray actors holding the model, among the processes under ``pid``."""
+def model_workers(pid: int, besides: tuple[int, ...] = ()) -> list[int]:
+    """The Ray actors holding the model among the processes under ``pid``, other than ``besides`` (those of an
+    earlier run, which Ray may still be stopping)."""
     return [p for p in descendants(pid) if command_line(p).startswith("ray::MapWorker(MapBatches(ModelWorker))")
-            and alive(p)]
+            and alive(p) and p not in besides]
 
 
 @dataclass
@@ -101,9 +102,10 @@ class Cluster:
     env: dict[str, str] = field(default_factory=dict)
 
     def stop(self) -> list[int]:
-        """Stop the head node; the processes of the cluster still running 30 s later (then killed)."""
+        """Stop the head node (Ctrl-C, as `ray start --block` expects); the processes of the cluster still running
+        30 s later (then killed)."""
         started = descendants(self.process.pid)
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:

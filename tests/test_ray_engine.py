@@ -108,10 +108,11 @@ def test_caption_on_ray_resumes_after_kill_9_and_finishes_when_a_model_worker_di
     assert 4 <= done_before < 40, (done_before, open(tmp_path / "first.log").read()[-3000:])
 
     # The same command again; its model worker is killed with SIGKILL once it has written two more rows.
+    earlier = tuple(model_workers(cluster.process.pid))
     with open(tmp_path / "second.log", "w") as log:
         second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=cluster.env)
         wait_for(lambda: lines(out) >= done_before + 2 or second.poll() is not None, 400, "rows of the rerun")
-        workers = model_workers(cluster.process.pid)
+        workers = model_workers(cluster.process.pid, besides=earlier)
         assert len(workers) == 1 and second.poll() is None, (workers, lines(out))
         os.kill(workers[0], signal.SIGKILL)
         second.wait(timeout=600)
@@ -157,14 +158,15 @@ def test_embed_on_ray_resumes_after_kill_9_and_a_dead_worker(cluster, corpus, cl
     first.wait()
     assert 10 <= saved() < 45
 
-    second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cluster.env)
-    before = saved()
-    wait_for(lambda: saved() > before or second.poll() is not None, 400, "rows of the rerun")
-    workers = model_workers(cluster.process.pid)
-    assert len(workers) == 1 and second.poll() is None
-    os.kill(workers[0], signal.SIGKILL)
-    _, stderr = second.communicate(timeout=600)
-    assert second.returncode == 1, stderr[-3000:]
+    earlier, before = tuple(model_workers(cluster.process.pid)), saved()
+    with open(tmp_path / "second.log", "w") as log:
+        second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=cluster.env)
+        wait_for(lambda: saved() > before or second.poll() is not None, 400, "rows of the rerun")
+        workers = model_workers(cluster.process.pid, besides=earlier)
+        assert len(workers) == 1 and second.poll() is None
+        os.kill(workers[0], signal.SIGKILL)
+        second.wait(timeout=600)
+    assert second.returncode == 1, open(tmp_path / "second.log").read()[-3000:]
     a, b = open_index(str(local)), open_index(str(out))
     assert len(b.files) == 10 and sorted(b.paths) == sorted(a.paths) and len(set(b.paths)) == 48
     mine = dict(zip(b.paths, torch.cat([shard.embeddings for shard in b.shards()])))

@@ -222,8 +222,11 @@ def test_ray_workers_are_planned_from_the_cluster_and_checked(caplog):
     assert plan({"CPU": 16.0}, cpus_per_worker=4, workers=3) == (3, 0.0, 4.0)
     with pytest.raises(PengiInputError, match="the Ray cluster has 0"):
         plan({"CPU": 2.0}, gpus_per_worker=1)
+    with pytest.raises(PengiInputError, match="leave no CPU for decoding"):
+        plan({"CPU": 2.0}, workers=2)  # the decoding tasks would never be scheduled
     assert plan({"CPU": 2.0}, named=True, gpus_per_worker=1) == (1, 1.0, 1.0)  # an autoscaler may add GPUs
-    assert "workers start when nodes with them join" in caplog.text
+    assert "the run waits for nodes that have them" in caplog.text
+    assert plan({"CPU": 1.0}) == (1, 0.0, 0.5)  # one core: the model worker takes half of it
 
 
 def test_busy_fraction_counts_each_worker_from_when_it_was_ready():

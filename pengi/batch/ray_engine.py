@@ -41,7 +41,7 @@ from pengi.errors import PengiInputError
 log = logging.getLogger("pengi")
 RAY_MISSING = 'needs Ray, which is not installed: pip install "pengi[ray]"'
 MAX_BLOCKS = 10_000  # dataset blocks of the job list (each holds one or more batches)
-DECODE_TASK_MEMORY = 640 * 2**20  # a Ray worker process with torch and pengi imported, as Ray measures it
+DECODE_TASK_MEMORY = 768 * 2**20  # a Ray worker with torch and pengi imported (~520 MiB measured), and headroom
 
 
 def import_ray() -> Any:
@@ -149,25 +149,31 @@ def connect(ray: Any, address: str | None, quiet_workers: bool) -> bool:
 
 
 def plan_workers(resources: dict[str, float], options: Any, named_cluster: bool) -> tuple[int, float, float]:
-    """``(workers, GPUs, CPUs per worker)``: the options, else one worker per GPU, or one per two CPUs."""
+    """``(workers, GPUs, CPUs per worker)``: the options, else one worker per GPU, or one per two CPUs; checked
+    against the cluster, leaving at least one CPU for decoding. What a cluster started here lacks is an error; a
+    named cluster may be autoscaling, so there it is a warning."""
     gpus_total, cpus_total = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
     gpus = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if gpus_total >= 1 else 0.0)
-    cpus = options.cpus_per_worker or 1.0
-    for name, need, have in (("--gpus-per-worker", gpus, gpus_total), ("--cpus-per-worker", cpus, cpus_total)):
-        if need > have:
-            kind = name.split("-")[2].upper() + "s"
-            message = f"each model worker needs {need:g} {kind}, but the Ray cluster has {have:g}"
-            if not named_cluster:
-                raise PengiInputError(name, message + ("; leave it out (or 0) to run on CPUs" if "GPU" in kind
-                                                       else ""))
-            log.warning("%s now: the workers start when nodes with them join (an autoscaling cluster adds them)",
-                        message)
+    cpus = options.cpus_per_worker or min(1.0, cpus_total / 2)
     if options.workers:
         workers = options.workers
     elif gpus:
         workers = max(1, int(gpus_total // gpus))
     else:  # half the CPUs for the model, half for decoding
         workers = max(1, int(cpus_total // (2 * cpus)))
+    lacking = []
+    if workers * gpus > gpus_total:
+        lacking.append(("--gpus-per-worker", f"{workers} model worker(s) with {gpus:g} GPU(s) each need "
+                                             f"{workers * gpus:g} GPUs, but the Ray cluster has {gpus_total:g}"))
+    if workers * cpus > cpus_total - min(1.0, cpus_total / 2):
+        lacking.append(("--cpus-per-worker", f"{workers} model worker(s) with {cpus:g} CPU(s) each leave no CPU "
+                                             f"for decoding: the Ray cluster has {cpus_total:g}"))
+    for name, message in lacking:
+        if not named_cluster:
+            option = "--workers" if options.workers else name
+            raise PengiInputError(option, message + ("; leave --gpus-per-worker out (or 0) to run on CPUs"
+                                                     if name == "--gpus-per-worker" and not gpus_total else ""))
+        log.warning("%s now: the run waits for nodes that have them (an autoscaling cluster adds them)", message)
     return workers, gpus, cpus
 
 
@@ -224,13 +230,18 @@ def stream(ray: Any, work: Any, processor: Any, todo: list[Job], writer: Writer,
     shared_terminal = options.output == "-" and sys.stdout.isatty() and sys.stderr.isatty()
     bar = tqdm(total=len(todo), unit="clip", desc=work.desc, disable=options.quiet or shared_terminal,
                file=sys.stderr)
+    seen: set[int] = set()
     for out in ds.iter_rows():
+        number = int(out["batch"])
+        if number in seen:  # a batch Ray ran again after its worker died: its rows were written already
+            continue
+        seen.add(number)
         batch_rows, errors, notes = pickle.loads(out["result"])
         for error in errors:
             tqdm.write(f"error: {error}", file=sys.stderr)
         report.failed += len(errors)
         if work.notice is not None:
-            for job, info in zip(batches[int(out["batch"])], notes):
+            for job, info in zip(batches[number], notes):
                 work.notice.record(job, info)
         writer.write(batch_rows)
         usage.add(str(out["worker"]), float(out["ready_at"]), float(out["started_at"]), float(out["busy_s"]))

@@ -177,7 +177,7 @@ def model_source(args: argparse.Namespace, family: str = "pengi") -> ModelSource
     return source
 
 
-def load_model(args: argparse.Namespace):
+def load_model(args: argparse.Namespace) -> torch.nn.Module:
     """``--model`` (the shipped default model when not given) on ``--device`` in ``--dtype``, in eval mode."""
     return model_source(args).open()
 
@@ -205,7 +205,7 @@ def setup_logging(quiet: bool) -> None:
     warnings.showwarning = show
 
 
-def load_contrastive(args: argparse.Namespace):
+def load_contrastive(args: argparse.Namespace) -> torch.nn.Module:
     """``--model`` as the contrastive model its folder holds (`CLAP` or `SLAP`)."""
     return model_source(args, "contrastive").open()
 

@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.out.endswith(".safetensors"):
         raise PengiInputError("--out", f"must end in .safetensors (the file names go beside it, in NAME.jsonl), "
                                        f"got {args.out!r}")
+    jobs = select_jobs(args)  # renames --out for a --shard
     options = engine_options(args)
-    jobs = select_jobs(args)
     source = model_source(args, "contrastive")
     writers: list[IndexWriter] = []
 

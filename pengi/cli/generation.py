@@ -35,8 +35,8 @@ def task_from_args(args: argparse.Namespace, fields: dict[str, str] | None = Non
 def run_generation(args: argparse.Namespace, prompt: str, task: GenerationTask, desc: str) -> int:
     """Run ``task`` on every input (``prompt`` for those whose manifest row names none) with the engine chosen;
     exit status 1 if any input failed, 2 if there were none."""
+    jobs = select_jobs(args, "" if task.fields else prompt)  # renames --out for a --shard
     options = engine_options(args)
-    jobs = select_jobs(args, "" if task.fields else prompt)
     source = model_source(args)
     proc = source.processor()
     window = proc.clip_samples / proc.sample_rate

@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
     texts = ContrastiveMixin.label_texts(labels, template)  # a bad template or no labels fail before the model loads
     # Results for another label set must not count as done: each row carries a digest of what it was scored on.
     label_set = hashlib.sha1(json.dumps([texts, args.multi_label]).encode()).hexdigest()[:12]
+    jobs = [Job(job.audio, template) for job in select_jobs(args)]  # renames --out for a --shard
     options = engine_options(args)
-    jobs = [Job(job.audio, template) for job in select_jobs(args)]
     source = model_source(args, "contrastive")
 
     def open_writer():
