@@ -8,3 +8,6 @@ class PengiInputError(ValueError):
         self.source = source
         self.problem = problem
         super().__init__(f"{source}: {problem}")
+
+    def __reduce__(self):  # picklable with both arguments, so that it can cross process boundaries (Ray tasks)
+        return type(self), (self.source, self.problem)

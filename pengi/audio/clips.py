@@ -98,6 +98,12 @@ class ClipLoader:
         return load_audio(source, self.sample_rate, name=name, mix=self._mix, offset=offset, duration=duration)
 
     @property
+    def crops_at_random(self) -> bool:
+        """Whether long clips are cropped at random (a release's behaviour): then the crop depends on the order
+        clips are loaded in, not only on the clip."""
+        return self._crop == "random"
+
+    @property
     def variable_length(self) -> bool:
         return self._pad == "none"
 

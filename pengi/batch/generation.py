@@ -127,14 +127,20 @@ class CropNotice:
     def __init__(self, window_seconds: float, policy: str):
         self.window, self.policy, self.count = window_seconds, policy, 0
 
-    def check(self, loaded: list[tuple[Job, Any]]) -> None:
-        for job, item in loaded:
-            if isinstance(item, Loaded) and item.clip is not None and item.seconds > self.window + 1e-6:
-                if self.count == 0:
-                    log.warning("%s is %.1f s long, longer than the model's %.1f s window: only its %s %.1f s "
-                                "were used (use --windows to cover whole recordings)", job.audio, item.seconds,
-                                self.window, "central" if self.policy == "center" else "first", self.window)
-                self.count += 1
+    def inspect(self, job: Job, item: Any) -> float | None:
+        """The recording's length if it was cropped to the window, else None (runs where the audio is loaded)."""
+        if isinstance(item, Loaded) and item.clip is not None and item.seconds > self.window + 1e-6:
+            return item.seconds
+        return None
+
+    def record(self, job: Job, seconds: float | None) -> None:
+        if seconds is None:
+            return
+        if self.count == 0:
+            log.warning("%s is %.1f s long, longer than the model's %.1f s window: only its %s %.1f s were used "
+                        "(use --windows to cover whole recordings)", job.audio, seconds, self.window,
+                        "central" if self.policy == "center" else "first", self.window)
+        self.count += 1
 
     def summary(self) -> None:
         if self.count > 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,9 +28,13 @@ class Writer(Protocol):
 
 @dataclass
 class JobReport:
+    """What a run did; ``model_busy`` is the fraction of the run's time the model was working (the rest it
+    waited for decoded audio)."""
+
     total: int
     skipped: int = 0
     failed: int = 0
+    model_busy: float | None = None
 
     @property
     def done(self) -> int:
@@ -63,11 +68,17 @@ def run_local(jobs: Sequence[Job], writer: Writer, load: Callable[[Job], Any],
     # No bar when the rows themselves go to the same terminal.
     shared_terminal = output == "-" and sys.stdout.isatty() and sys.stderr.isatty()
     bar = tqdm(total=len(todo), unit="clip", desc=desc, disable=quiet or shared_terminal, file=sys.stderr)
+    busy, started = 0.0, time.perf_counter()
     for loaded in prefetched(todo, batch_size, load, workers=decode_workers):
         report.failed += report_errors(loaded)
         if on_batch is not None:
             on_batch(loaded)
-        writer.write(process(loaded))
+        start = time.perf_counter()
+        rows = process(loaded)
+        busy += time.perf_counter() - start
+        writer.write(rows)
         bar.update(len(loaded))
     bar.close()
+    if todo:
+        report.model_busy = busy / max(time.perf_counter() - started, 1e-9)
     return report

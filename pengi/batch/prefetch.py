@@ -18,6 +18,15 @@ def batched(items: list[T], size: int) -> Iterator[list[T]]:
         yield items[i:i + size]
 
 
+def load_or_error(load: Callable[[T], Any], item: T) -> Any:
+    """``load(item)``, or the `PengiInputError` it raised: a bad input becomes data (an error row), never a
+    failure of the whole batch."""
+    try:
+        return load(item)
+    except PengiInputError as err:
+        return err
+
+
 def prefetched(items: Iterable[T], batch_size: int, load: Callable[[T], Any], workers: int = 2,
                ahead: int = 2) -> Iterator[list[tuple[T, Any]]]:
     """Batches of ``(item, load(item))`` in input order, where a load that raised `PengiInputError` gives the
@@ -26,18 +35,12 @@ def prefetched(items: Iterable[T], batch_size: int, load: Callable[[T], Any], wo
     source = iter(items)
     window = batch_size * (ahead + 1)
 
-    def safe(item: T) -> Any:
-        try:
-            return load(item)
-        except PengiInputError as err:
-            return err
-
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: deque = deque()
 
         def fill() -> None:
             for item in source:
-                pending.append((item, pool.submit(safe, item)))
+                pending.append((item, pool.submit(load_or_error, load, item)))
                 if len(pending) >= window:
                     return
 

@@ -14,7 +14,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pengi.batch.inputs import Job
@@ -44,18 +44,11 @@ class ResultWriter:
         self._file = None
         if self.to_stdout:
             return
-        rows = self._read_existing()
+        rows = read_rows(path, repair=True)
         if self.is_csv and rows and list(rows[0]) != fields:
             raise ValueError(f"{path}: has the columns {list(rows[0])}, not this command's {fields}; "
                              "write to another file")
-        previous, superseded = None, False
-        for row in rows:  # an input's rows are contiguous; a later group of them (a file appended to by an
-            key = row_key(row)  # older pengi) replaces the earlier one
-            if key != previous and key in self._by_key:
-                self._by_key.pop(key)
-                superseded = True
-            self._by_key.setdefault(key, []).append(row)
-            previous = key
+        self._by_key, superseded = group_rows(rows)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         if superseded or not os.path.exists(path) or os.path.getsize(path) == 0:
             self._rewrite()  # one group per input; a new CSV file starts with its header
@@ -67,11 +60,7 @@ class ResultWriter:
         return [row for rows in self._by_key.values() for row in rows]
 
     def done(self, job: Job) -> bool:
-        rows = self._by_key.get((job.audio, job.prompt))
-        if not rows or any(row.get("error") for row in rows):
-            return False
-        total = rows[0].get("windows")
-        return total in (None, "") or len({str(r.get("window")) for r in rows}) == int(total)
+        return is_done(self._by_key.get((job.audio, job.prompt)))
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         """Record the rows of finished inputs: appended, or replacing an input's earlier rows."""
@@ -92,6 +81,20 @@ class ResultWriter:
         else:
             self._file.write(self._encode([r for group in groups.values() for r in group], header=False))
             self._sync(self._file)
+
+    def reorder(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Put the inputs named by ``keys`` in that order, after the rows of any input they do not name (the Ray
+        engine's rows arrive as batches finish; the local engine's in input order): one atomic rewrite, and
+        only if the order changes."""
+        if self.to_stdout:
+            return
+        position = {key: n for n, key in enumerate(keys)}
+        current = list(self._by_key)
+        wanted = [k for k in current if k not in position] + sorted((k for k in current if k in position),
+                                                                     key=position.__getitem__)
+        if wanted != current:
+            self._by_key = {key: self._by_key[key] for key in wanted}
+            self._rewrite()
 
     # ------------------------------------------------------------------ the file
     def _encode(self, rows: list[dict[str, Any]], header: bool) -> str:
@@ -122,27 +125,6 @@ class ResultWriter:
         f.flush()
         os.fsync(f.fileno())
 
-    def _read_existing(self) -> list[dict[str, Any]]:
-        if not os.path.exists(self.path):
-            return []
-        with open(self.path, "rb") as f:
-            data = f.read()
-        if data and not data.endswith(b"\n"):  # killed mid-line: drop the partial row
-            data = data[: data.rfind(b"\n") + 1]
-            with open(self.path, "wb") as f:
-                f.write(data)
-        text = data.decode("utf-8")
-        if self.is_csv:
-            return list(csv.DictReader(text.splitlines()))
-        rows = []
-        for line in text.splitlines():
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        return rows
-
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -152,3 +134,51 @@ class ResultWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def read_rows(path: str, repair: bool = False) -> list[dict[str, Any]]:
+    """The rows of a JSONL or CSV result file, in file order (none if it does not exist). A half-written last line
+    left by a killed run is skipped, and with ``repair`` cut from the file."""
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        data = f.read()
+    if data and not data.endswith(b"\n"):  # killed mid-line: drop the partial row
+        data = data[: data.rfind(b"\n") + 1]
+        if repair:
+            with open(path, "wb") as f:
+                f.write(data)
+    text = data.decode("utf-8")
+    if path.lower().endswith(".csv"):
+        return list(csv.DictReader(text.splitlines()))
+    rows = []
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def group_rows(rows: Iterable[dict[str, Any]]) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], bool]:
+    """Rows grouped by input, in order of first appearance, and whether an input had two groups (a later group
+    of an input's rows, from a file appended to by an older pengi, replaces the earlier one)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    previous, superseded = None, False
+    for row in rows:  # an input's rows are contiguous
+        key = row_key(row)
+        if key != previous and key in groups:
+            groups.pop(key)
+            superseded = True
+        groups.setdefault(key, []).append(row)
+        previous = key
+    return groups, superseded
+
+
+def is_done(rows: list[dict[str, Any]] | None) -> bool:
+    """Whether an input's rows are its result: no error, and in window mode every window."""
+    if not rows or any(row.get("error") for row in rows):
+        return False
+    total = rows[0].get("windows")
+    return total in (None, "") or len({str(r.get("window")) for r in rows}) == int(total)

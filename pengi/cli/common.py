@@ -4,21 +4,22 @@ checks, device and thread selection, model loading and quiet, readable logs."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import warnings
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
+from pengi.batch.engine import ENGINES, EngineOptions
 from pengi.batch.inputs import Job, find_jobs
+from pengi.batch.models import DTYPES, ModelSource, pick_device
+from pengi.batch.shards import parse_shard, select_shard, shard_output
 from pengi.errors import PengiInputError
 
 log = logging.getLogger("pengi")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-ModelT = TypeVar("ModelT", bound=torch.nn.Module)
+__all__ = ["DTYPES", "pick_device"]  # re-exported: the recipes pick devices as the commands do
 
 
 # ----------------------------------------------------------------------------- argument types
@@ -47,9 +48,18 @@ def positive_float(text: str) -> float:
 
 
 def non_negative_float(text: str) -> float:
+<<<<<<< HEAD
     value = number(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+=======
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+>>>>>>> ray
     return value
 
 
@@ -113,37 +123,44 @@ def decoding_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def batch_options(outputs: str = "results") -> argparse.ArgumentParser:
-    """Inputs, --out, --batch-size, --decode-workers and --shard: how a command reads many files and writes rows."""
+    """Inputs, --out, --batch-size, --decode-workers, --shard and the engine: how a command reads many files,
+    where it runs and where its rows go."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("inputs", nargs="+", help="audio files, folders (searched recursively), glob patterns or "
                                               ".jsonl/.csv manifests")
-    p.add_argument("--out", default="-", help=f"{outputs} file, .jsonl or .csv, rerun to resume; - (the default) "
-                                              "writes JSON lines to standard output")
+    p.add_argument("--out", default="-", help=f"{outputs} file, .jsonl or .csv, or a DIR.parquet folder; rerun to "
+                                              "resume; - (the default) writes JSON lines to standard output")
     p.add_argument("--batch-size", type=positive_int, default=8, help="clips per batch (default: 8)")
     p.add_argument("--decode-workers", type=positive_int, default=2,
-                   help="threads decoding and resampling audio ahead of the model (default: 2)")
+                   help="threads decoding and resampling audio ahead of the model (default: 2; local engine)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="only part I of N (counted from 0) of the inputs, chosen by a hash of each input, written "
+                        "to NAME-I-of-N.EXT; `pengi merge` joins the parts (for SLURM job arrays and the like)")
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: this process (default); ray: a Ray cluster, or a local one Ray starts "
+                        '(pip install "pengi[ray]")')
+    g.add_argument("--address", default=None,
+                   help="the Ray cluster to join (default: RAY_ADDRESS, else a cluster `ray start` started on this "
+                        "machine, else a new local one; local: always a new local one)")
+    g.add_argument("--workers", type=positive_int, default=None,
+                   help="model workers (Ray actors; default: one per GPU, else one per two CPUs)")
+    g.add_argument("--gpus-per-worker", type=non_negative_float, default=None,
+                   help="GPUs per model worker (default: 1 if the cluster has GPUs, else 0)")
+    g.add_argument("--cpus-per-worker", type=positive_float, default=None,
+                   help="CPUs per model worker, also its torch threads (default: 1)")
     return p
 
 
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    """The engine options given, checked (Ray's options need --engine ray)."""
+    return EngineOptions(engine=args.engine, output=args.out, batch_size=args.batch_size,
+                         decode_workers=args.decode_workers, quiet=args.quiet, address=args.address,
+                         workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                         cpus_per_worker=args.cpus_per_worker, threads=args.threads)
+
+
 # ----------------------------------------------------------------------------- devices, threads, models
-def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        try:
-            device = torch.device(name)
-        except RuntimeError as err:
-            raise PengiInputError("--device", f"{err}; use auto, cpu, cuda, cuda:N or mps") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise PengiInputError("--device", "CUDA is not available on this machine; use --device cpu or auto")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise PengiInputError("--device", "MPS is not available on this machine; use --device cpu or auto")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def available_cores() -> int:
     """The CPU cores this process may run on (its affinity mask, which containers and job schedulers set)."""
     try:
@@ -158,24 +175,23 @@ def set_threads(args: argparse.Namespace) -> None:
     torch.set_num_threads(getattr(args, "threads", None) or available_cores())
 
 
-def load_model(args: argparse.Namespace, model_class: type[ModelT] | None = None) -> ModelT:
-    """``args.model`` (the shipped default model when None and Pengi) on ``args.device`` in ``args.dtype``, in
-    eval mode. Only Pengi has a model shipped inside pengi; other classes need ``--model``."""
-    from pengi import Pengi
-
-    model_class = model_class or Pengi
-    if args.model is None and model_class is not Pengi:
-        raise PengiInputError("--model", f"`pengi {args.command}` needs a {model_class.__name__} model folder "
-                                         f"(pengi ships none): one written by save_pretrained, e.g. the "
-                                         f"final/ folder of pengi_recipes.train_clap")
-    if args.model is not None and not os.path.isdir(args.model):
-        raise PengiInputError(args.model, "no such model folder" if not os.path.exists(args.model) else
-                              "is a file; give the model folder (written by save_pretrained)")
-    model = model_class.from_pretrained(args.model)
-    model.to(device=pick_device(args.device), dtype=DTYPES[args.dtype]).eval()
+def model_source(args: argparse.Namespace, family: str = "pengi") -> ModelSource:
+    """Where ``--model`` points (the shipped default for Pengi), checked: only Pengi has a model shipped inside
+    pengi; CLAP and SLAP commands need ``--model``."""
+    if args.model is None and family != "pengi":
+        raise PengiInputError("--model", f"`pengi {args.command}` needs a CLAP or SLAP model folder (pengi ships "
+                                         "none): one written by save_pretrained, e.g. the final/ folder of "
+                                         "pengi_recipes.train_clap")
+    source = ModelSource(family, os.path.abspath(args.model) if args.model else None, args.device, args.dtype)
+    source.check()
     if args.model is None:
         log.info("using the default model shipped with pengi (see the README: what it was trained on)")
-    return model
+    return source
+
+
+def load_model(args: argparse.Namespace) -> torch.nn.Module:
+    """``--model`` (the shipped default model when not given) on ``--device`` in ``--dtype``, in eval mode."""
+    return model_source(args).open()
 
 
 def model_name(args: argparse.Namespace) -> str:
@@ -201,20 +217,9 @@ def setup_logging(quiet: bool) -> None:
     warnings.showwarning = show
 
 
-def load_contrastive(args: argparse.Namespace):
+def load_contrastive(args: argparse.Namespace) -> torch.nn.Module:
     """``--model`` as the contrastive model its folder holds (`CLAP` or `SLAP`)."""
-    from pengi import CLAP, SLAP
-
-    if args.model is None:
-        raise PengiInputError("--model", f"`pengi {args.command}` needs a CLAP or SLAP model folder (pengi ships "
-                                         "none): one written by save_pretrained, e.g. the final/ folder of "
-                                         "pengi_recipes.train_clap")
-    config_file = os.path.join(args.model, "config.json")
-    kind = None
-    if os.path.isfile(config_file):
-        with open(config_file, encoding="utf-8") as f:
-            kind = json.load(f).get("model_type")
-    return load_model(args, SLAP if kind == SLAP.config_class.model_type else CLAP)
+    return model_source(args, "contrastive").open()
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -235,3 +240,16 @@ def read_lines(path: str) -> list[str]:
     if not lines:
         raise PengiInputError(path, "has no non-blank lines")
     return lines
+
+
+def select_jobs(args: argparse.Namespace, prompt: str = "") -> list[Job]:
+    """The jobs of ``args.inputs``; with ``--shard I/N`` only part I's, and ``args.out`` renamed for the part."""
+    jobs = unique_jobs(args.inputs, prompt)
+    if args.shard is None:
+        return jobs
+    index, count = parse_shard(args.shard)
+    part = select_shard(jobs, index, count)
+    args.out = shard_output(args.out, index, count)
+    where = "" if args.out == "-" else f", into {args.out}"
+    log.info("shard %d of %d: %d of the %d inputs%s", index, count, len(part), len(jobs), where)
+    return part

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pengi.batch.embedding import IndexWriter, embedding_rows, load_clip
-from pengi.batch.local import run_local
-from pengi.cli.common import batch_options, load_contrastive, model_name, runtime_options, unique_jobs
+from pengi.batch.embedding import ROWS_PER_FILE, IndexWriter, embedding_rows, load_clip
+from pengi.batch.engine import BatchWork, run_batch
+from pengi.cli.common import batch_options, engine_options, model_source, positive_int, runtime_options, select_jobs
 from pengi.errors import PengiInputError
 
 log = logging.getLogger("pengi")
@@ -17,6 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", parents=[batch_options("embeddings"), runtime_options()],
                        help="audio embeddings of files and folders with a CLAP (or SLAP) model")
     p.add_argument("--model", default=None, help="CLAP or SLAP model folder (required: pengi ships none)")
+    p.add_argument("--rows-per-file", type=positive_int, default=ROWS_PER_FILE,
+                   help=f"a larger index is sharded into files of this many rows, listed in NAME.shards.json "
+                        f"(default: {ROWS_PER_FILE})")
     p.set_defaults(func=run, batch_size=32)
     for action in p._actions:
         if action.dest == "out":
@@ -29,15 +32,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.out.endswith(".safetensors"):
         raise PengiInputError("--out", f"must end in .safetensors (the file names go beside it, in NAME.jsonl), "
                                        f"got {args.out!r}")
-    jobs = unique_jobs(args.inputs)
-    model = load_contrastive(args)
-    writer = IndexWriter(args.out, model_name(args))
-    try:
-        report = run_local(jobs, writer, lambda job: load_clip(model.processor, job),
-                           lambda batch: embedding_rows(model, batch), output=args.out, batch_size=args.batch_size,
-                           decode_workers=args.decode_workers, desc="embedding", quiet=args.quiet)
-    finally:
-        writer.close()
+    jobs = select_jobs(args)  # renames --out for a --shard
+    options = engine_options(args)
+    source = model_source(args, "contrastive")
+    writers: list[IndexWriter] = []
+
+    def open_writer() -> IndexWriter:
+        writers.append(IndexWriter(args.out, source.name, rows_per_file=args.rows_per_file))
+        return writers[-1]
+
+    report = run_batch(BatchWork(source, load_clip, embedding_rows, desc="embedding"), jobs, open_writer, options)
     log.info("embedded %d file(s), %d failed; %d embeddings in %s", report.done, report.failed,
-             len(writer.index), args.out)
+             len(writers[-1]) if writers else 0, args.out)
     return 1 if report.failed else 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 
+from pengi.batch.engine import BatchWork, run_batch
 from pengi.batch.generation import CropNotice, GenerationTask
-from pengi.batch.local import run_local
-from pengi.batch.results import ResultWriter
-from pengi.cli.common import decoding_kwargs, load_model, unique_jobs
+from pengi.batch.parquet import open_results
+from pengi.cli.common import decoding_kwargs, engine_options, model_source, select_jobs
 from pengi.errors import PengiInputError
 
 log = logging.getLogger("pengi")
@@ -33,22 +33,20 @@ def task_from_args(args: argparse.Namespace, fields: dict[str, str] | None = Non
 
 
 def run_generation(args: argparse.Namespace, prompt: str, task: GenerationTask, desc: str) -> int:
-    """Run ``task`` on every input (``prompt`` for those whose manifest row names none); exit status 1 if any
-    input failed, 2 if there were none."""
-    jobs = unique_jobs(args.inputs, "" if task.fields else prompt)
-    model = load_model(args)
-    proc = model.processor
+    """Run ``task`` on every input (``prompt`` for those whose manifest row names none) with the engine chosen;
+    exit status 1 if any input failed, 2 if there were none."""
+    jobs = select_jobs(args, "" if task.fields else prompt)  # renames --out for a --shard
+    options = engine_options(args)
+    source = model_source(args)
+    proc = source.processor()
     window = proc.clip_samples / proc.sample_rate
     if task.windows and task.hop is not None and task.hop > window:
         log.warning("--hop %.2f s is longer than the model's %.2f s window: the audio between windows is skipped",
                     task.hop, window)
-    notice = CropNotice(window, model.config.long_audio)
-    with ResultWriter(args.out, task.result_fields) as writer:
-        report = run_local(jobs, writer, lambda job: task.load(proc, job), lambda batch: task.rows(model, batch),
-                           output=args.out, batch_size=args.batch_size, decode_workers=args.decode_workers,
-                           desc=desc, quiet=args.quiet, on_batch=notice.check)
+    notice = CropNotice(window, proc.config.long_audio)
+    work = BatchWork(source, task.load, task.rows, desc=desc, notice=notice)
+    report = run_batch(work, jobs, lambda: open_results(args.out, task.result_fields), options)
     notice.summary()
     where = "" if args.out == "-" else f"; results in {args.out}"
     log.info("%s %d input(s), %d failed%s", desc, report.done, report.failed, where)
     return 1 if report.failed else 0
-

@@ -12,7 +12,7 @@ from pengi.batch.local import report_errors
 from pengi.batch.prefetch import prefetched
 from pengi.cli.common import load_contrastive, model_name, positive_int, read_lines, runtime_options, unique_jobs
 from pengi.errors import PengiInputError
-from pengi.models.clap.embedding_index import EmbeddingIndex, top_matches
+from pengi.models.clap.embedding_index import open_index, top_matches
 
 log = logging.getLogger("pengi")
 
@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("queries", nargs="+", help="text queries with --index; audio inputs with --texts")
     p.add_argument("--model", default=None, help="the CLAP or SLAP model folder that made the index")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--index", help="embeddings written by `pengi embed` to search with text queries")
+    source.add_argument("--index", help="embeddings written by `pengi embed` (NAME.safetensors, sharded or not) "
+                                                   "to search with text queries")
     source.add_argument("--texts", help="a text file, one candidate text per line, to search with audio queries")
     p.add_argument("--top-k", type=positive_int, default=10, help="matches per query (default: 10)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="audio queries per batch (default: 32)")
@@ -33,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """One JSON line per query: ``{"query", "matches": [...]}``, best first."""
     if args.index:
-        index = EmbeddingIndex.load(args.index)
+        index = open_index(args.index)
         model = load_contrastive(args)
         if index.model and args.model and index.model != model_name(args):
             log.warning("%s was made with %s, not %s", args.index, index.model, os.path.abspath(args.model))

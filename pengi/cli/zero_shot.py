@@ -7,15 +7,24 @@ import hashlib
 import json
 import logging
 import os
+from functools import partial
 from typing import Any
 
 import torch
 
 from pengi.batch.embedding import embed_batch, load_clip
+from pengi.batch.engine import BatchWork, run_batch
 from pengi.batch.inputs import Job
-from pengi.batch.local import run_local
-from pengi.batch.results import ResultWriter
-from pengi.cli.common import batch_options, load_contrastive, positive_int, read_lines, runtime_options, unique_jobs
+from pengi.batch.parquet import open_results
+from pengi.cli.common import (
+    batch_options,
+    engine_options,
+    model_source,
+    positive_int,
+    read_lines,
+    runtime_options,
+    select_jobs,
+)
 from pengi.errors import PengiInputError
 from pengi.models.contrastive import DEFAULT_TEMPLATE, TEMPLATES, ContrastiveMixin
 
@@ -74,17 +83,21 @@ def run(args: argparse.Namespace) -> int:
     texts = ContrastiveMixin.label_texts(labels, template)  # a bad template or no labels fail before the model loads
     # Results for another label set must not count as done: each row carries a digest of what it was scored on.
     label_set = hashlib.sha1(json.dumps([texts, args.multi_label]).encode()).hexdigest()[:12]
-    jobs = [Job(job.audio, template) for job in unique_jobs(args.inputs)]
-    model = load_contrastive(args)
-    with ResultWriter(args.out, FIELDS) as writer:
+    jobs = [Job(job.audio, template) for job in select_jobs(args)]  # renames --out for a --shard
+    options = engine_options(args)
+    source = model_source(args, "contrastive")
+
+    def open_writer():
+        writer = open_results(args.out, FIELDS)
         if any(row.get("label_set") not in (None, "", label_set) for row in writer.rows):
+            writer.close()
             raise PengiInputError(args.out, "holds results for other labels, template or --multi-label; "
                                             "write to another file")
-        report = run_local(jobs, writer, lambda job: load_clip(model.processor, job),
-                           lambda batch: classify(model, batch, labels, texts, args.multi_label, args.top_k,
-                                                  label_set),
-                           output=args.out, batch_size=args.batch_size, decode_workers=args.decode_workers,
-                           desc="classifying", quiet=args.quiet)
+        return writer
+
+    process = partial(classify, labels=labels, texts=texts, multi_label=args.multi_label, top_k=args.top_k,
+                      label_set=label_set)
+    report = run_batch(BatchWork(source, load_clip, process, desc="classifying"), jobs, open_writer, options)
     where = "" if args.out == "-" else f"; results in {os.path.abspath(args.out)}"
     log.info("classified %d file(s), %d failed%s", report.done, report.failed, where)
     return 1 if report.failed else 0
