@@ -14,11 +14,8 @@ from pengi.cli.common import set_threads, setup_logging
 from pengi.errors import PengiInputError
 
 log = logging.getLogger("pengi")
-<<<<<<< HEAD
-COMMANDS = ("caption", "ask", "describe", "eval", "manifest", "zero_shot", "embed", "retrieve", "convert", "serve")
-=======
-COMMANDS = ("caption", "ask", "describe", "eval", "manifest", "zero_shot", "embed", "retrieve", "merge", "convert")
->>>>>>> ray
+COMMANDS = ("caption", "ask", "describe", "eval", "manifest", "zero_shot", "embed", "retrieve", "merge", "convert",
+            "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,18 +48,9 @@ def positive_float(text: str) -> float:
 
 
 def non_negative_float(text: str) -> float:
-<<<<<<< HEAD
     value = number(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-=======
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
->>>>>>> ray
     return value
 
 
