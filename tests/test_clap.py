@@ -149,7 +149,9 @@ def test_bad_text_is_reported(clap):
 
 def test_save_and_load_round_trip(clap, tmp_path, gpt2_tokenizer):
     clap.save_pretrained(tmp_path / "clap")
-    assert (tmp_path / "clap" / "model.safetensors").exists() and (tmp_path / "clap" / "tokenizer").is_dir()
+    saved = tmp_path / "clap"
+    assert (saved / "model.safetensors").exists() and (saved / "tokenizer_config.json").exists()
+    assert (saved / "processor_config.json").exists()
     loaded = CLAP.from_pretrained(tmp_path / "clap").eval()
     assert isinstance(loaded.config, CLAPConfig)
     waves = clips(2)

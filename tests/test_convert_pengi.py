@@ -482,7 +482,7 @@ class TestBase:
         assert {k for k in raw if is_obsolete(k) or ".tscam_conv." in k or ".head." in k
                 or "attn_mask" in k or "stft" in k} == dropped
         assert model.config.compat == "pengi-release"
-        assert (out_dir / "tokenizer").is_dir() and (out_dir / "prompt_tokenizer").is_dir()
+        assert (out_dir / "tokenizer_config.json").exists() and (out_dir / "prompt_tokenizer").is_dir()
 
     def test_front_end_uses_the_stored_filterbank(self, base_model, raw):
         model = base_model[0]

@@ -1,16 +1,21 @@
 """Clips: fit a decoded recording to a model's window, or cut a long one into windows.
 
-`ClipLoader` is the audio half of every processor, so all models read, mix, crop and pad audio the same way.
+`AudioClipFeatureExtractor` (`pengi.audio.feature_extraction`) applies these with a model's settings; `ClipLoader`
+names what the data pipeline needs of it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from pengi.audio.decode import AudioSource, describe_source, load_audio
+from pengi.audio.decode import AudioSource
+
+CROP_POLICIES = ("center", "start", "random")
+PAD_POLICIES = ("repeat", "repeatpad", "zeros", "none")
 
 
 def fit_length(wave: torch.Tensor, length: int, *, crop: str = "center",
@@ -78,62 +83,23 @@ def split_windows(wave: torch.Tensor, sample_rate: int, window: int, hop: int | 
     return out
 
 
-class ClipLoader:
-    """Loads any `AudioSource` as mono audio at a model's sample rate and fits it to the model's clip length.
+class ClipLoader(Protocol):
+    """What the data pipeline needs of the audio half of a model: `AudioClipFeatureExtractor`
+    (`pengi.audio.feature_extraction`) implements it, and every processor hands these calls to its feature extractor."""
 
-    The audio half of every processor (`PengiProcessor`, `CLAPProcessor`, `SLAPProcessor`), so all models read,
-    mix, crop and pad audio the same way. With ``pad="none"`` (variable-length towers) ``clip_samples`` is only
-    a maximum: shorter clips are kept whole and batches are right-padded with their lengths alongside.
-    """
-
-    def __init__(self, sample_rate: int, clip_samples: int, *, mix: str = "mean", crop: str = "center",
-                 pad: str = "repeat", generator: torch.Generator | None = None):
-        self.sample_rate, self.clip_samples = sample_rate, clip_samples
-        self._mix, self._crop, self._pad, self._generator = mix, crop, pad, generator
+    sample_rate: int
+    clip_samples: int
 
     def load(self, source: AudioSource, name: str | None = None, offset: float = 0.0,
-             duration: float | None = None) -> torch.Tensor:
-        """A recording (or its excerpt from ``offset`` for ``duration`` seconds) as mono float32 at the model's
-        sample rate, its channels mixed as the model expects."""
-        return load_audio(source, self.sample_rate, name=name, mix=self._mix, offset=offset, duration=duration)
+             duration: float | None = None) -> torch.Tensor: ...
 
     @property
     def crops_at_random(self) -> bool:
         """Whether long clips are cropped at random (a release's behaviour): then the crop depends on the order
         clips are loaded in, not only on the clip."""
-        return self._crop == "random"
-
-    @property
-    def variable_length(self) -> bool:
-        return self._pad == "none"
+        ...
 
     def clip(self, wave: torch.Tensor, crop: str | None = None, generator: torch.Generator | None = None
-             ) -> torch.Tensor:
-        """Fit a recording to the model's clip length (pad short ones, crop long ones by the policy, or by
-        ``crop`` with ``generator`` when given: training's random crops)."""
-        return fit_length(wave, self.clip_samples, crop=crop or self._crop, generator=generator or self._generator,
-                          pad=self._pad)
+             ) -> torch.Tensor: ...
 
-    def batch(self, waves: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Fitted clips as model inputs: ``waveforms`` ``(batch, samples)``, and for variable-length models
-        ``waveform_lengths`` ``(batch,)`` with the clips right-padded with zeros."""
-        if not self.variable_length:
-            return {"waveforms": torch.stack(waves)}
-        lengths = torch.tensor([w.shape[-1] for w in waves])
-        padded = waves[0].new_zeros(len(waves), int(lengths.max()))
-        for row, w in zip(padded, waves):
-            row[:w.shape[-1]] = w
-        return {"waveforms": padded, "waveform_lengths": lengths}
-
-    def windows(self, wave: torch.Tensor, hop_seconds: float | None = None) -> list[Window]:
-        """Consecutive clip-length windows of a long recording, each with its start and end in seconds."""
-        hop = None if hop_seconds is None else int(round(hop_seconds * self.sample_rate))
-        return split_windows(wave, self.sample_rate, self.clip_samples, hop)
-
-    def waveforms(self, sources: list[AudioSource]) -> torch.Tensor:
-        """Load and fit a batch of sources into ``(batch, clip_samples)``."""
-        return torch.stack([self.clip(self.load(s, describe_source(s, i))) for i, s in enumerate(sources)])
-
-    def audio(self, sources: list[AudioSource]) -> dict[str, torch.Tensor]:
-        """Load and fit a batch of sources into model inputs (see `batch`)."""
-        return self.batch([self.clip(self.load(s, describe_source(s, i))) for i, s in enumerate(sources)])
+    def batch(self, waves: list[torch.Tensor]) -> dict[str, torch.Tensor]: ...

@@ -24,6 +24,7 @@ AudioSource = Union[str, os.PathLike, tuple[Any, int], Mapping[str, Any]]
 """A path, an ``(array, sample_rate)`` pair, or a ``{"array": ..., "sampling_rate": ...}`` dict."""
 
 MAX_CHANNELS = 32
+MIX_MODES = ("mean", "concat")
 
 
 def describe_source(source: AudioSource, index: int | None = None) -> str:

@@ -183,7 +183,7 @@ def run_ray(work: Any, jobs: Sequence[Job], open_writer: Callable[[], AbstractCo
     ray = import_ray()
     check_device(work.source.device)
     processor = work.source.processor()  # what decoding needs; the driver loads no weights
-    if getattr(processor, "crops_at_random", False):
+    if processor.crops_at_random:
         log.warning("this model crops long clips at random (its release's preprocessing): the crops depend on the "
                     "order clips are decoded in, which differs between engines and runs")
     named = connect(ray, options.address, quiet_workers=options.quiet or options.output == "-")

@@ -1,5 +1,5 @@
-"""What Pengi and CLAP add to transformers' `PreTrainedModel`: a processor (tokenizers + audio settings) saved
-beside the weights and loaded with them, and freezing re-applied after loading."""
+"""What Pengi, CLAP and SLAP add to transformers' `PreTrainedModel`: a processor (feature extractor + tokenizers,
+`pengi.models.processing`) saved beside the weights and loaded with them, and freezing re-applied after loading."""
 
 from __future__ import annotations
 
@@ -40,16 +40,7 @@ class WithProcessor:
 
     @classmethod
     def _check_model_type(cls, path: str | os.PathLike) -> None:
-        """A folder of another model type would load with random weights and only a warning: refuse it."""
-        config_file = os.path.join(path, "config.json")
-        if not os.path.isfile(config_file):
-            return
-        with open(config_file, encoding="utf-8") as f:
-            found = json.load(f).get("model_type")
-        expected = cls.config_class.model_type
-        if found is not None and found != expected:
-            raise PengiInputError(str(path), f"holds a {found!r} model, not a {cls.__name__} model "
-                                             f"(model_type {expected!r})")
+        check_model_type(path, cls.config_class, cls.__name__)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         super().save_pretrained(save_directory, *args, **kwargs)
@@ -64,6 +55,19 @@ class WithProcessor:
                                f"from a folder that holds its tokenizer, or set model.processor = "
                                f"{self.processor_class.__name__}(...)" + (f" ({reason})" if reason else ""))
         return self.processor
+
+
+def check_model_type(path: str | os.PathLike, config_class: Any, name: str) -> None:
+    """Refuse a folder whose config.json holds another model type: it would load with random weights (or the
+    wrong settings) and only a warning."""
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        return
+    with open(config_file, encoding="utf-8") as f:
+        found = json.load(f).get("model_type")
+    expected = config_class.model_type
+    if found is not None and found != expected:
+        raise PengiInputError(str(path), f"holds a {found!r} model, not a {name} model (model_type {expected!r})")
 
 
 def as_list(x: Any) -> list[Any]:

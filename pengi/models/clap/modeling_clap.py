@@ -79,16 +79,24 @@ class CLAP(ContrastiveMixin, WithProcessor, PreTrainedModel):
         return F.normalize(self.audio_encoder(waveforms.to(self.device)), dim=-1)
 
     def forward(self, waveforms: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                return_loss: bool = True, **kwargs: Any) -> CLAPOutput:
-        """Row ``i`` of the audio and of the text is a positive pair; every other pairing is a negative.
+                return_loss: bool | None = None, **kwargs: Any) -> CLAPOutput:
+        """Logits of every clip against every text, and for pairs (row ``i`` of the audio and of the text a positive
+        pair, every other pairing a negative) the contrastive loss.
 
-        In a multi-process run the loss's negatives span every process's batch (equal batch sizes needed).
+        ``return_loss``: None (the default) computes the loss when there are as many texts as clips, as training
+        batches have; transformers' zero-shot-audio-classification pipeline passes one clip and the label texts, and
+        gets the logits. In a multi-process run the loss's negatives span every process's batch (equal batch sizes
+        needed). Other keyword arguments (``token_type_ids`` from BERT tokenizers) are ignored.
         """
         audio = self.audio_embedding(waveforms)
         text = self.text_embedding(input_ids, attention_mask)
         logits = self.logits(audio, text)
+        paired = audio.shape[0] == text.shape[0]
+        if return_loss and not paired:
+            raise ValueError(f"return_loss needs (clip, text) pairs: got {audio.shape[0]} clips and "
+                             f"{text.shape[0]} texts")
         loss = None
-        if return_loss:
+        if paired if return_loss is None else return_loss:
             loss = contrastive_loss(audio, text, self.logit_scale, self.config.max_logit_scale)
         return CLAPOutput(loss=loss, logits_per_audio=logits, logits_per_text=logits.T, audio_embeds=audio,
                           text_embeds=text)

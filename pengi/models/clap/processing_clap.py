@@ -2,47 +2,45 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from pengi.audio import AudioSource, ClipLoader
+from pengi.audio import AudioClipFeatureExtractor, AudioSource
 from pengi.data.collate import Collator
 from pengi.errors import PengiInputError
 from pengi.models.clap.configuration_clap import CLAPConfig
+from pengi.models.processing import AudioTextProcessor
 
-TOKENIZER_DIR = "tokenizer"
 
+class CLAPProcessor(AudioTextProcessor):
+    """The text encoder's tokenizer and the feature extractor of a CLAP model, with its config for the text
+    settings. ``CLAPProcessor(config, tokenizer)`` builds the feature extractor from the config; saved in
+    `ProcessorMixin`'s layout, and folders with the tokenizer in ``tokenizer/`` load too (`pengi.models.processing`).
 
-class CLAPProcessor(ClipLoader):
-    """The text encoder's tokenizer and the model's audio settings; the tokenizer is saved as ``tokenizer/``."""
+    transformers' ``zero-shot-audio-classification`` pipeline takes its ``tokenizer`` and ``feature_extractor``.
+    """
 
-    def __init__(self, config: CLAPConfig, tokenizer: PreTrainedTokenizerBase):
-        if config.compat == "msclap":  # the release's wrapper: channels concatenated, a random crop of long clips
-            generator = None
-            if config.release_crop_seed is not None:
-                generator = torch.Generator().manual_seed(config.release_crop_seed)
-            super().__init__(config.sample_rate, config.clip_samples, mix="concat", crop="random",
-                             pad=config.short_audio, generator=generator)
-        else:
-            super().__init__(config.sample_rate, config.clip_samples, crop=config.long_audio, pad=config.short_audio)
-        self.config = config
-        self.tokenizer = tokenizer
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+    config_class = CLAPConfig
+
+    def __init__(self, config: CLAPConfig, tokenizer: PreTrainedTokenizerBase,
+                 feature_extractor: AudioClipFeatureExtractor | None = None):
+        self._attach(config, feature_extractor, tokenizer=tokenizer)
         if config.compat == "msclap" and config.text_pooling == "last" and tokenizer.pad_token_id != 0:
             raise ValueError("compat='msclap' pools at the count of non-zero ids, so the tokenizer must pad with "
                              f"id 0 ('!' for GPT-2), not {tokenizer.pad_token_id}")
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, config: CLAPConfig, **kwargs) -> CLAPProcessor:
-        return cls(config, AutoTokenizer.from_pretrained(path, subfolder=TOKENIZER_DIR, **kwargs))
-
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        self.tokenizer.save_pretrained(os.path.join(path, TOKENIZER_DIR))
+    def feature_extractor_for(cls, config: CLAPConfig) -> AudioClipFeatureExtractor:
+        """Mono, long clips cropped by ``long_audio``, short ones padded by ``short_audio``; msclap's release wrapper
+        (``compat="msclap"``) concatenates channels and crops long clips at random (seeded by ``release_crop_seed``)."""
+        msclap = config.compat == "msclap"
+        return AudioClipFeatureExtractor(
+            sampling_rate=config.sample_rate, clip_samples=config.clip_samples, mix="concat" if msclap else "mean",
+            crop="random" if msclap else config.long_audio, pad=config.short_audio,
+            crop_seed=config.release_crop_seed if msclap else None)
 
     def texts(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenize texts (with the config's suffix), right-padded and truncated at ``text_max_length``."""

@@ -2,61 +2,54 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from pengi.audio import AudioSource, ClipLoader
+from pengi.audio import AudioClipFeatureExtractor, AudioSource
 from pengi.data.collate import Collator
 from pengi.errors import PengiInputError
 from pengi.models.pengi.configuration_pengi import PengiConfig
+from pengi.models.processing import AudioTextProcessor
 
-TOKENIZER_DIR = "tokenizer"
-PROMPT_TOKENIZER_DIR = "prompt_tokenizer"
 RELEASE_PROMPT_SUFFIX = " <|endoftext|>"
 
 
-class PengiProcessor(ClipLoader):
-    """Holds the LM tokenizer, the prompt encoder's tokenizer (if any) and the audio settings of a model.
+class PengiProcessor(AudioTextProcessor):
+    """The LM tokenizer, the prompt encoder's tokenizer (models with a prompt encoder) and the feature extractor
+    of a Pengi model, with its config for the prompt settings.
 
-    Saved beside the weights as ``tokenizer/`` and ``prompt_tokenizer/``.
+    ``PengiProcessor(config, tokenizer, prompt_tokenizer)`` builds the feature extractor from the config. Saved
+    in `ProcessorMixin`'s layout (the LM tokenizer at the top of the folder, ``prompt_tokenizer/``,
+    processor_config.json); folders with the LM tokenizer in ``tokenizer/`` load too (`pengi.models.processing`).
     """
 
+    config_class = PengiConfig
+
     def __init__(self, config: PengiConfig, tokenizer: PreTrainedTokenizerBase,
-                 prompt_tokenizer: PreTrainedTokenizerBase | None = None):
+                 prompt_tokenizer: PreTrainedTokenizerBase | None = None,
+                 feature_extractor: AudioClipFeatureExtractor | None = None):
         if config.prompt_encoder_config is not None and prompt_tokenizer is None:
             raise ValueError("this model has a prompt encoder, so it needs a prompt tokenizer")
-        self.config = config
-        self.tokenizer = tokenizer
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self.prompt_tokenizer = prompt_tokenizer
-        compat = config.compat == "pengi-release"
-        generator = None
-        if compat and config.release_crop_seed is not None:
-            generator = torch.Generator().manual_seed(config.release_crop_seed)
-        # A variable-length audio tower (SLAP's) takes each clip whole, up to its max_seconds, in padded batches.
-        super().__init__(config.sample_rate, config.clip_samples, mix="concat" if compat else "mean",
-                         crop="random" if compat else config.long_audio, generator=generator,
-                         pad="none" if config.variable_length else "repeat")
+        self._attach(config, feature_extractor, tokenizer=tokenizer, prompt_tokenizer=prompt_tokenizer)
 
-    # ----- saving and loading -----
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, config: PengiConfig, **kwargs) -> PengiProcessor:
-        tokenizer = AutoTokenizer.from_pretrained(path, subfolder=TOKENIZER_DIR, **kwargs)
-        prompt_tokenizer = None
-        if config.prompt_encoder_config is not None:
-            prompt_tokenizer = AutoTokenizer.from_pretrained(path, subfolder=PROMPT_TOKENIZER_DIR, **kwargs)
-        return cls(config, tokenizer, prompt_tokenizer)
+    def feature_extractor_for(cls, config: PengiConfig) -> AudioClipFeatureExtractor:
+        """Mono, long clips cropped by ``long_audio``, short ones repeated to fill the window; a variable-length
+        audio tower (SLAP's) takes each clip whole up to its max_seconds. The release mode concatenates channels
+        and crops at random (seeded by ``release_crop_seed``)."""
+        release = config.compat == "pengi-release"
+        return AudioClipFeatureExtractor(
+            sampling_rate=config.sample_rate, clip_samples=config.clip_samples, mix="concat" if release else "mean",
+            crop="random" if release else config.long_audio, pad="none" if config.variable_length else "repeat",
+            crop_seed=config.release_crop_seed if release else None)
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        self.tokenizer.save_pretrained(os.path.join(path, TOKENIZER_DIR))
-        if self.prompt_tokenizer is not None:
-            self.prompt_tokenizer.save_pretrained(os.path.join(path, PROMPT_TOKENIZER_DIR))
+    @classmethod
+    def tokenizer_names(cls, config: PengiConfig) -> list[str]:
+        return ["tokenizer"] + (["prompt_tokenizer"] if config.prompt_encoder_config is not None else [])
 
     # ----- text -----
     @staticmethod

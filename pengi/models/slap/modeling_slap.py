@@ -177,12 +177,26 @@ class SLAP(ContrastiveMixin, WithProcessor, PreTrainedModel):
     def forward(self, waveforms: torch.Tensor, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, caption_ids: torch.Tensor | None = None,
                 caption_mask: torch.Tensor | None = None, waveform_lengths: torch.Tensor | None = None,
-                pack: bool = False, **kwargs: Any) -> SLAPOutput:
+                pack: bool = False, return_loss: bool | None = None, **kwargs: Any) -> SLAPOutput:
         """The weighted sum of the objectives whose weight is > 0; row ``i`` of audio and texts is a pair.
 
-        ``pack`` lays several clips per row (block-diagonal attention) instead of one padded clip per row.
+        ``return_loss``: None (the default) computes the losses for a training batch, whose texts pair with the
+        clips (and come with ``caption_ids`` when the caption objective is on); for anything else, such as the one
+        clip and label texts of transformers' zero-shot-audio-classification pipeline, only the embeddings and
+        logits. ``pack`` lays several clips per row (block-diagonal attention) instead of one padded clip per row.
         """
         c = self.config
+        training_batch = self._is_training_batch(waveforms, input_ids, caption_ids)
+        if return_loss and not training_batch:
+            raise ValueError("return_loss needs a training batch: as many texts (and, with caption_weight > 0, "
+                             "caption_ids) as clips")
+        if not (training_batch if return_loss is None else return_loss):
+            audio = self.audio_embedding(waveforms, waveform_lengths, pack)
+            text = logits = None
+            if input_ids is not None:
+                text = self.text_embedding(input_ids, attention_mask)
+                logits = self.logits(audio, text)
+            return SLAPOutput(logits_per_audio=logits, audio_embeds=audio, text_embeds=text)
         mels = self.audio_encoder.mels(waveforms.to(self.device), waveform_lengths)
         losses: dict[str, torch.Tensor] = {}
         audio = text = logits = clean = None
@@ -201,6 +215,13 @@ class SLAP(ContrastiveMixin, WithProcessor, PreTrainedModel):
         weights = {"contrastive": c.contrastive_weight, "ssl": c.ssl_weight, "caption": c.caption_weight}
         loss = sum(weights[k] * v for k, v in losses.items()) if losses else None
         return SLAPOutput(loss=loss, losses=losses, logits_per_audio=logits, audio_embeds=audio, text_embeds=text)
+
+    def _is_training_batch(self, waveforms: torch.Tensor, input_ids: torch.Tensor | None,
+                           caption_ids: torch.Tensor | None) -> bool:
+        c, n = self.config, waveforms.shape[0]
+        texts_pair = input_ids is not None and input_ids.shape[0] == n
+        captions_pair = caption_ids is not None and caption_ids.shape[0] == n
+        return (c.contrastive_weight == 0 or texts_pair) and (c.caption_weight == 0 or captions_pair)
 
     # ------------------------------------------------------------------ user inputs in
     def _audio(self, audio: AudioSource | Sequence[AudioSource]) -> dict[str, torch.Tensor]:

@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from pengi.audio import AudioSource, ClipLoader
+from pengi.audio import AudioClipFeatureExtractor, AudioSource
 from pengi.data.collate import Collator
 from pengi.errors import PengiInputError
+from pengi.models.processing import AudioTextProcessor
 from pengi.models.slap.configuration_slap import SLAPConfig
 
-TOKENIZER_DIR = "tokenizer"
 
+class SLAPProcessor(AudioTextProcessor):
+    """One tokenizer for the text encoder and the caption decoder, and the feature extractor, with the model's
+    config for the text settings. Audio is kept whole (cropped only beyond ``max_seconds``); batches are
+    right-padded with ``waveform_lengths``. Saved in `ProcessorMixin`'s layout; folders with the tokenizer in
+    ``tokenizer/`` load too (`pengi.models.processing`)."""
 
-class SLAPProcessor(ClipLoader):
-    """One tokenizer for the text encoder and the caption decoder, saved as ``tokenizer/``. Audio is kept whole
-    (cropped only beyond ``max_seconds``); batches are right-padded with ``waveform_lengths``."""
+    config_class = SLAPConfig
 
-    def __init__(self, config: SLAPConfig, tokenizer: PreTrainedTokenizerBase):
-        super().__init__(config.sample_rate, config.clip_samples, crop=config.long_audio, pad="none")
-        self.config = config
-        self.tokenizer = tokenizer
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+    def __init__(self, config: SLAPConfig, tokenizer: PreTrainedTokenizerBase,
+                 feature_extractor: AudioClipFeatureExtractor | None = None):
+        self._attach(config, feature_extractor, tokenizer=tokenizer)
         self.bos_id = _first_id(tokenizer, ("bos_token_id", "cls_token_id", "eos_token_id"))
         self.eos_id = _first_id(tokenizer, ("eos_token_id", "sep_token_id"))
         if config.caption_weight > 0 and len(tokenizer) > config.vocab_size:
@@ -34,11 +33,10 @@ class SLAPProcessor(ClipLoader):
                              f"{config.vocab_size}: build the config with vocab_size=len(tokenizer)")
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, config: SLAPConfig, **kwargs) -> SLAPProcessor:
-        return cls(config, AutoTokenizer.from_pretrained(path, subfolder=TOKENIZER_DIR, **kwargs))
-
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        self.tokenizer.save_pretrained(os.path.join(path, TOKENIZER_DIR))
+    def feature_extractor_for(cls, config: SLAPConfig) -> AudioClipFeatureExtractor:
+        """Mono, each clip whole up to ``max_seconds``, longer ones cropped by ``long_audio``."""
+        return AudioClipFeatureExtractor(sampling_rate=config.sample_rate, clip_samples=config.clip_samples,
+                                         crop=config.long_audio, pad="none")
 
     @staticmethod
     def _check(texts: Sequence[str]) -> None:
