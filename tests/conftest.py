@@ -59,6 +59,14 @@ def make_clap(tokenizer, seed: int = 0, **overrides) -> CLAP:
     return model
 
 
+@pytest.fixture(scope="module")
+def clap_dir(tmp_path_factory, gpt2_tokenizer) -> str:
+    """A saved random tiny CLAP, for the commands that take a --model folder."""
+    folder = tmp_path_factory.mktemp("clap") / "model"
+    make_clap(gpt2_tokenizer).save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture
 def tiny_model(gpt2_tokenizer) -> Pengi:
     return make_tiny(gpt2_tokenizer)

@@ -11,24 +11,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from pengi import CLAP, CLAPProcessor
+from pengi import CLAP
 from pengi.cli import main
 from pengi.models.clap.embedding_index import EmbeddingIndex, paths_file
-from pengi.presets import clap_tiny
 from tests.conftest import tone
 
 LABELS = ["dog", "cat", "rain"]
-
-
-@pytest.fixture(scope="module")
-def clap_dir(tmp_path_factory, gpt2_tokenizer) -> str:
-    torch.manual_seed(0)
-    config = clap_tiny(len(gpt2_tokenizer))
-    model = CLAP(config).eval()
-    model.processor = CLAPProcessor(config, gpt2_tokenizer)
-    folder = tmp_path_factory.mktemp("clap") / "model"
-    model.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")

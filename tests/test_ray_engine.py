@@ -17,9 +17,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from pengi import CLAP, CLAPProcessor
 from pengi.models.clap.embedding_index import open_index
-from pengi.presets import clap_tiny
 from pengi.synthetic import example
 from tests.ray_cluster import alive, marked, model_workers, ray_env, start_cluster
 
@@ -79,17 +77,6 @@ def local_captions(corpus, tmp_path_factory):
     result = pengi("caption", corpus, "--out", out, "--batch-size", 1)
     assert result.returncode == 1, result.stderr
     return out.read_text(encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def clap_dir(tmp_path_factory, gpt2_tokenizer) -> str:
-    torch.manual_seed(0)
-    config = clap_tiny(len(gpt2_tokenizer))
-    model = CLAP(config).eval()
-    model.processor = CLAPProcessor(config, gpt2_tokenizer)
-    folder = tmp_path_factory.mktemp("clap") / "model"
-    model.save_pretrained(folder)
-    return str(folder)
 
 
 def test_caption_on_ray_resumes_after_kill_9_and_finishes_when_a_model_worker_dies(cluster, corpus, local_captions,

@@ -16,7 +16,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from pengi import CLAP, CLAPProcessor
 from pengi.batch import Job, ResultWriter
 from pengi.batch.embedding import IndexWriter
 from pengi.batch.engine import EngineOptions
@@ -26,7 +25,6 @@ from pengi.batch.shards import parse_shard, select_shard, shard_name, shard_outp
 from pengi.cli import main
 from pengi.errors import PengiInputError
 from pengi.models.clap.embedding_index import EmbeddingIndex, open_index, shards_file
-from pengi.presets import clap_tiny
 from pengi.synthetic import example
 from tests.conftest import tone
 
@@ -48,17 +46,6 @@ def clips(tmp_path, monkeypatch):
                  e.sample_rate)
     (folder / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt " + bytes(100))
     return folder.relative_to(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def clap_dir(tmp_path_factory, gpt2_tokenizer) -> str:
-    torch.manual_seed(0)
-    config = clap_tiny(len(gpt2_tokenizer))
-    model = CLAP(config).eval()
-    model.processor = CLAPProcessor(config, gpt2_tokenizer)
-    folder = tmp_path_factory.mktemp("clap") / "model"
-    model.save_pretrained(folder)
-    return str(folder)
 
 
 def test_input_errors_cross_process_boundaries_whole():
