@@ -8,3 +8,6 @@ class PengiInputError(ValueError):
         self.source = source
         self.problem = problem
         super().__init__(f"{source}: {problem}")
+
+    def __reduce__(self):  # pickled by name and problem: errors come back from decoding processes
+        return type(self), (self.source, self.problem)

@@ -103,8 +103,9 @@ def test_caption_csv_manifest_glob_and_windows(clips_dir, tmp_path):
         w.writerow([str(clips_dir / "clip0.flac"), "this is a sound of"])
         w.writerow([os.path.relpath(clips_dir / "clip2.wav", tmp_path), ""])
     out = tmp_path / "out.csv"
-    result = run("caption", manifest, str(clips_dir / "nested" / "*.wav"), "--out", out)
+    result = run("caption", manifest, str(clips_dir / "nested" / "*.wav"), "--out", out, "--dtype", "auto")
     assert result.returncode == 0, result.stderr
+    assert "dtype: float32 (auto, on cpu)" in result.stderr
     rows = list(csv.DictReader(open(out)))
     assert [os.path.basename(r["audio"]) for r in rows] == ["clip0.flac", "clip2.wav", "clip1.wav", "clip5.wav"]
     assert rows[0]["prompt"] == "this is a sound of" and rows[0]["text"] == example(0).source
@@ -222,3 +223,25 @@ def test_long_audio_logs_and_outputs(tmp_path):
     quiet = run("caption", long_clip, "--quiet", cwd=tmp_path)
     lines = quiet.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("WARNING") and "window" in lines[0], quiet.stderr
+
+
+def test_auto_dtype_and_decoding_workers_follow_the_device(monkeypatch):
+    import argparse
+
+    import torch
+
+    from pengi.cli import common
+
+    assert common.pick_dtype("auto", torch.device("cpu")) == torch.float32  # bf16 is no faster on most CPUs
+    assert common.pick_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation)
+    assert common.pick_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)  # e.g. a V100
+    assert common.pick_dtype("auto", torch.device("cuda")) == torch.float32
+    args = argparse.Namespace(decode_workers=None)
+    assert common.decode_workers(args, torch.device("cpu")) == 2  # the model needs the cores
+    monkeypatch.setattr(common, "available_cores", lambda: 16)
+    assert common.decode_workers(args, torch.device("cuda")) == 8
+    monkeypatch.setattr(common, "available_cores", lambda: 2)
+    assert common.decode_workers(args, torch.device("cuda")) == 2
+    assert common.decode_workers(argparse.Namespace(decode_workers=5), torch.device("cuda")) == 5

@@ -54,7 +54,10 @@ def runtime_options() -> argparse.ArgumentParser:
     """--device, --dtype, --threads, --quiet."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
-    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--dtype", default="float32", choices=["auto", *sorted(DTYPES)],
+                   help="the model's dtype (default: float32, where batched and one-by-one answers agree); auto: "
+                        "bfloat16 on a CUDA GPU that has it (faster, and a trained model's answers rarely "
+                        "change: docs/perf.md), float32 elsewhere (bfloat16 is no faster on most CPUs)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for the model (default: the cores this process may use)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or info logs; warnings and errors only")
@@ -107,9 +110,23 @@ def batch_options(outputs: str = "results") -> argparse.ArgumentParser:
     p.add_argument("--out", default="-", help=f"{outputs} file, .jsonl or .csv, rerun to resume; - (the default) "
                                               "writes JSON lines to standard output")
     p.add_argument("--batch-size", type=positive_int, default=8, help="clips per batch (default: 8)")
-    p.add_argument("--decode-workers", type=positive_int, default=2,
-                   help="threads decoding and resampling audio ahead of the model (default: 2)")
+    p.add_argument("--decode-workers", type=positive_int, default=None,
+                   help="threads (or processes) decoding and resampling audio ahead of the model (default: 2 "
+                        "when the model runs on the CPU, which needs the cores; up to 8 with a GPU)")
+    p.add_argument("--decode-processes", action="store_true",
+                   help="decode in worker processes instead of threads: for a GPU that many threads cannot "
+                        "feed (they share Python's lock with the thread that drives the GPU)")
     return p
+
+
+def decode_workers(args: argparse.Namespace, device: torch.device) -> int:
+    """``--decode-workers``, else 2 on the CPU (the model needs the cores) and, with a GPU, one per core less
+    the one that drives it, at most 8."""
+    if args.decode_workers is not None:
+        return args.decode_workers
+    if device.type == "cpu":
+        return 2
+    return max(2, min(8, available_cores() - 1))
 
 
 # ----------------------------------------------------------------------------- devices, threads, models
@@ -129,6 +146,16 @@ def pick_device(name: str) -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``--dtype``: a named dtype, or for ``auto`` bfloat16 on CUDA devices that support it and float32 elsewhere
+    (the measurements behind the choice are in docs/perf.md)."""
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16
+    return torch.float32
 
 
 def available_cores() -> int:
@@ -159,7 +186,11 @@ def load_model(args: argparse.Namespace, model_class: type[ModelT] | None = None
         raise PengiInputError(args.model, "no such model folder" if not os.path.exists(args.model) else
                               "is a file; give the model folder (written by save_pretrained)")
     model = model_class.from_pretrained(args.model)
-    model.to(device=pick_device(args.device), dtype=DTYPES[args.dtype]).eval()
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.dtype, device)
+    model.to(device=device, dtype=dtype).eval()
+    if args.dtype == "auto":
+        log.info("dtype: %s (auto, on %s)", str(dtype).removeprefix("torch."), device.type)
     if args.model is None:
         log.info("using the default model shipped with pengi (see the README: what it was trained on)")
     return model

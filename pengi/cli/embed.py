@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 
 from pengi.batch.embedding import IndexWriter, embedding_rows, load_clip
 from pengi.batch.local import run_local
-from pengi.cli.common import batch_options, load_contrastive, model_name, runtime_options, unique_jobs
+from pengi.cli.common import batch_options, decode_workers, load_contrastive, model_name, runtime_options, unique_jobs
 from pengi.errors import PengiInputError
 
 log = logging.getLogger("pengi")
@@ -33,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
     model = load_contrastive(args)
     writer = IndexWriter(args.out, model_name(args))
     try:
-        report = run_local(jobs, writer, lambda job: load_clip(model.processor, job),
+        report = run_local(jobs, writer, functools.partial(load_clip, model.processor),
                            lambda batch: embedding_rows(model, batch), output=args.out, batch_size=args.batch_size,
-                           decode_workers=args.decode_workers, desc="embedding", quiet=args.quiet)
+                           decode_workers=decode_workers(args, model.device), decode_processes=args.decode_processes,
+                           desc="embedding", quiet=args.quiet)
     finally:
         writer.close()
     log.info("embedded %d file(s), %d failed; %d embeddings in %s", report.done, report.failed,

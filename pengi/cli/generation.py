@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 
 from pengi.batch.generation import CropNotice, GenerationTask
 from pengi.batch.local import run_local
 from pengi.batch.results import ResultWriter
-from pengi.cli.common import decoding_kwargs, load_model, unique_jobs
+from pengi.cli.common import decode_workers, decoding_kwargs, load_model, unique_jobs
 from pengi.errors import PengiInputError
 
 log = logging.getLogger("pengi")
@@ -44,8 +45,9 @@ def run_generation(args: argparse.Namespace, prompt: str, task: GenerationTask, 
                     task.hop, window)
     notice = CropNotice(window, model.config.long_audio)
     with ResultWriter(args.out, task.result_fields) as writer:
-        report = run_local(jobs, writer, lambda job: task.load(proc, job), lambda batch: task.rows(model, batch),
-                           output=args.out, batch_size=args.batch_size, decode_workers=args.decode_workers,
+        report = run_local(jobs, writer, functools.partial(task.load, proc), lambda batch: task.rows(model, batch),
+                           output=args.out, batch_size=args.batch_size,
+                           decode_workers=decode_workers(args, model.device), decode_processes=args.decode_processes,
                            desc=desc, quiet=args.quiet, on_batch=notice.check)
     notice.summary()
     where = "" if args.out == "-" else f"; results in {args.out}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -15,7 +16,15 @@ from pengi.batch.embedding import embed_batch, load_clip
 from pengi.batch.inputs import Job
 from pengi.batch.local import run_local
 from pengi.batch.results import ResultWriter
-from pengi.cli.common import batch_options, load_contrastive, positive_int, read_lines, runtime_options, unique_jobs
+from pengi.cli.common import (
+    batch_options,
+    decode_workers,
+    load_contrastive,
+    positive_int,
+    read_lines,
+    runtime_options,
+    unique_jobs,
+)
 from pengi.errors import PengiInputError
 from pengi.models.contrastive import DEFAULT_TEMPLATE, TEMPLATES, ContrastiveMixin
 
@@ -80,10 +89,11 @@ def run(args: argparse.Namespace) -> int:
         if any(row.get("label_set") not in (None, "", label_set) for row in writer.rows):
             raise PengiInputError(args.out, "holds results for other labels, template or --multi-label; "
                                             "write to another file")
-        report = run_local(jobs, writer, lambda job: load_clip(model.processor, job),
+        report = run_local(jobs, writer, functools.partial(load_clip, model.processor),
                            lambda batch: classify(model, batch, labels, texts, args.multi_label, args.top_k,
                                                   label_set),
-                           output=args.out, batch_size=args.batch_size, decode_workers=args.decode_workers,
+                           output=args.out, batch_size=args.batch_size,
+                           decode_workers=decode_workers(args, model.device), decode_processes=args.decode_processes,
                            desc="classifying", quiet=args.quiet)
     where = "" if args.out == "-" else f"; results in {os.path.abspath(args.out)}"
     log.info("classified %d file(s), %d failed%s", report.done, report.failed, where)
