@@ -4,4 +4,5 @@ import sys
 
 from pengi.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # imported again, not run, by decoding processes (spawned)
+    sys.exit(main())

@@ -27,6 +27,11 @@ from omegaconf.errors import OmegaConfBaseException
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(importlib.util.find_spec("pengi").origin))
 PRECISIONS = ("no", "fp16", "bf16")
+# Keys that take one of a few strings (or null), whatever the recipe.
+CHOICES = {
+    "train.frozen_dtype": ("bfloat16", "float16"),
+    "train.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+}
 
 
 class ConfigError(ValueError):
@@ -43,6 +48,7 @@ class Optim:
     warmup_steps: int = 0
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
+    fused: bool | None = None  # AdamW's fused kernel (one launch for all parameters); unset: on CUDA
 
 
 @dataclass
@@ -66,12 +72,17 @@ class ManifestPart:
 @dataclass
 class Data:
     """``batch_size`` is the global batch, split across processes; ``num_workers`` decode in DataLoader worker
-    processes (each with one intra-op thread)."""
+    processes (each with one intra-op thread), each keeping ``prefetch_factor`` batches ready (unset: torch's 2),
+    and ``persistent_workers`` keeps them between epochs and validations; ``pin_memory`` (unset: on CUDA) puts
+    batches in page-locked memory, so that they are copied to the GPU while it computes."""
 
     train: list[ManifestPart] = MISSING
     validation: str | None = None
     batch_size: int = 32
     num_workers: int = 0
+    prefetch_factor: int | None = None
+    persistent_workers: bool = False
+    pin_memory: bool | None = None
     bucket_by_duration: bool = False
     bucket_batches: int = 50
     streaming: bool = False
@@ -145,6 +156,11 @@ def load_config(name_or_path: str, overrides: list[str], schema: type = Recipe) 
     if plain.get("precision") not in (None, *PRECISIONS):
         raise ConfigError(f"{path}: precision must be one of {', '.join(PRECISIONS)} (or unset), "
                           f"got {plain['precision']!r}")
+    for dotted, choices in CHOICES.items():
+        section, key = dotted.split(".")
+        value = (plain.get(section) or {}).get(key) if isinstance(plain.get(section), dict) else None
+        if value is not None and value not in choices:
+            raise ConfigError(f"{path}: {dotted} must be one of {', '.join(choices)} (or null), got {value!r}")
     resolve_inputs(plain, os.path.dirname(os.path.abspath(path)))
     return plain
 

@@ -113,7 +113,7 @@ def build_data(cfg: dict, processor: CLAPProcessor, seed: int, accelerator: Acce
     rows = mixture([clap_rows(part["manifest"], texts) for part in data["train"]], weights, seed=seed)
     if data.get("check_files", True):
         rows = readable(rows, num_proc=data.get("num_proc"))
-    loader_kwargs = loader_options(data, CLAPCollator(processor), seed)
+    loader_kwargs = loader_options(data, CLAPCollator(processor), seed, accelerator.device)
     epoch_batches = map_style_batches(rows, processor, data, seed, accelerator, loader_kwargs)
 
     val = None

@@ -32,6 +32,7 @@ from pengi.models.pengi.processing_pengi import PengiCollator
 from pengi.presets import PRESETS
 from pengi_recipes.config import ModelSource, Recipe, check_keys, parse_args
 from pengi_recipes.training_loop import (
+    compile_modules,
     finish,
     loader_options,
     make_accelerator,
@@ -56,11 +57,18 @@ class PengiModel(ModelSource):
 
 @dataclass
 class PengiTrain:
-    """``trainable``: module names; ``lora``: peft `LoraConfig` arguments for the LM (merged into the saved model)."""
+    """``trainable``: module names; ``lora``: peft `LoraConfig` arguments for the LM (merged into the saved model).
+    ``frozen_dtype``: bfloat16 holds the frozen parts (the LM, a frozen encoder backbone) in bf16 while the
+    trainable parts train in fp32 under autocast, instead of casting the frozen weights at every step (the
+    final model is saved in fp32). ``compile``: modules to `torch.compile` (e.g. the trainable ones:
+    ``[audio_encoder, audio_mapper, text_mapper]``), with ``compile_mode`` (reduce-overhead: CUDA graphs too)."""
 
     trainable: list[str] = field(default_factory=lambda: ["audio_encoder", "audio_mapper", "text_mapper"])
     lora: dict[str, Any] | None = None
     gradient_checkpointing: bool = False
+    frozen_dtype: str | None = None
+    compile: list[str] = field(default_factory=list)
+    compile_mode: str | None = None
 
 
 @dataclass
@@ -119,6 +127,11 @@ def build_model(cfg: dict) -> Pengi:
         model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if model.prompt_encoder is not None:
         model.prompt_encoder.enable_cache()
+    if cfg["train"].get("frozen_dtype"):
+        held = model.hold_frozen_in(getattr(torch, cfg["train"]["frozen_dtype"]))
+        print(f"held in {cfg['train']['frozen_dtype']} (frozen): {', '.join(held) or 'nothing'}")
+    if cfg["train"].get("compile"):
+        compile_modules(model, cfg["train"]["compile"], cfg["train"].get("compile_mode"))
     return model
 
 
@@ -128,7 +141,7 @@ def build_data(cfg: dict, processor: PengiProcessor, seed: int, accelerator: Acc
     validation loader. ``data.batch_size`` is the global batch, split across processes."""
     data = cfg["data"]
     weights = [part.get("weight", 1.0) for part in data["train"]]
-    loader_kwargs = loader_options(data, PengiCollator(processor), seed)
+    loader_kwargs = loader_options(data, PengiCollator(processor), seed, accelerator.device)
 
     if data.get("streaming"):
         parts = [load_manifest(part["manifest"], streaming=True) for part in data["train"]]
@@ -142,7 +155,7 @@ def build_data(cfg: dict, processor: PengiProcessor, seed: int, accelerator: Acc
             train_set.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(train_set, batch_size=None, **loader_kwargs)
             for batch in loader:
-                yield {k: v.to(accelerator.device) for k, v in batch.items()}
+                yield {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
     else:
         rows = mixture([load_manifest(part["manifest"]) for part in data["train"]], weights, seed=seed)
         if data.get("check_files", True):
@@ -206,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     final = run(cfg, accelerator, model, epoch_batches, validate_fn)
     if accelerator.is_main_process and cfg["train"].get("lora"):
         final.lm = final.lm.merge_and_unload()
+    if cfg["train"].get("frozen_dtype"):
+        final.to(torch.float32)  # saved as every pengi model is (the values the prefix was trained against)
     finish(accelerator, cfg, final)
 
 

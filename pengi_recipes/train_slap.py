@@ -99,7 +99,7 @@ def build_data(cfg: dict, processor: SLAPProcessor, seed: int, accelerator: Acce
     """``epoch_batches(epoch, skip)`` and the validation loader, as in train_pengi.py (map-style data)."""
     data = cfg["data"]
     tasks = data.get("tasks", ["caption"])
-    loader_kwargs = loader_options(data, SLAPCollator(processor), seed)
+    loader_kwargs = loader_options(data, SLAPCollator(processor), seed, accelerator.device)
     rows = load_rows(data["train"], tasks, seed, data.get("check_files", True))
     epoch_batches = map_style_batches(rows, processor, data, seed, accelerator, loader_kwargs, bucket_by_duration=True)
 

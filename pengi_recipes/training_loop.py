@@ -21,6 +21,7 @@ from transformers import get_cosine_schedule_with_warmup
 from pengi.data.dataset import AudioTextDataset
 from pengi.data.sampling import DurationBucketBatchSampler, durations
 from pengi_recipes.checkpoints import project_configuration, resume, save_checkpoint
+from pengi_recipes.config import ConfigError
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -45,7 +46,9 @@ def make_accelerator(cfg: dict) -> Accelerator:
                               gradient_accumulation_steps=cfg["optim"].get("grad_accum", 1),
                               log_with=cfg["log"].get("tracker", "tensorboard"),
                               project_config=project_configuration(cfg),
-                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+                              # Copies of pinned batches to the GPU overlap its work (data.pin_memory).
+                              dataloader_config=DataLoaderConfiguration(split_batches=True,
+                                                                        non_blocking=torch.cuda.is_available()))
     set_seed(cfg.get("seed", 0))
     torch.set_num_threads(training_threads(cfg, accelerator.state.num_processes))
     return accelerator
@@ -68,12 +71,36 @@ def worker_threads(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def compile_modules(model: torch.nn.Module, names: list[str], mode: str | None = None) -> None:
+    """`torch.compile` each named submodule in place (``nn.Module.compile``: the state dict's keys do not change,
+    so checkpoints and the saved model are as without). ``mode`` "reduce-overhead" adds CUDA graphs, which pay
+    where shapes repeat (fixed-length clips and prefixes; answers padded to the batch's longest vary)."""
+    for name in names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise ConfigError(f"train.compile: the model has no module {name!r}") from None
+        module.compile(mode=mode)
+
+
 # ----------------------------------------------------------------------------- data
-def loader_options(data: dict, collate_fn: Callable, seed: int) -> dict:
-    """DataLoader arguments every recipe uses. Loaders get their own generator: iterating must not draw from
-    the global RNG that dropout uses."""
-    return dict(collate_fn=collate_fn, num_workers=data.get("num_workers", 0), worker_init_fn=worker_threads,
-                generator=torch.Generator().manual_seed(seed))
+def loader_options(data: dict, collate_fn: Callable, seed: int, device: torch.device | None = None) -> dict:
+    """DataLoader arguments every recipe uses: workers, prefetching, persistent workers and pinned memory as
+    ``data`` says (pinned by default when ``device`` is a GPU). Loaders get their own generator: iterating must
+    not draw from the global RNG that dropout uses."""
+    workers = data.get("num_workers", 0)
+    for key in ("prefetch_factor", "persistent_workers"):
+        if data.get(key) and not workers:
+            raise ConfigError(f"data.{key} applies to DataLoader workers: set data.num_workers > 0 as well")
+    pin = data.get("pin_memory")
+    if pin is None:
+        pin = device is not None and torch.device(device).type == "cuda"
+    options = dict(collate_fn=collate_fn, num_workers=workers, worker_init_fn=worker_threads,
+                   generator=torch.Generator().manual_seed(seed), pin_memory=bool(pin),
+                   persistent_workers=bool(data.get("persistent_workers")))
+    if data.get("prefetch_factor"):
+        options["prefetch_factor"] = data["prefetch_factor"]
+    return options
 
 
 def map_style_batches(rows, processor, data: dict, seed: int, accelerator: Accelerator, loader_kwargs: dict,
@@ -122,8 +149,11 @@ def run(cfg: dict, accelerator: Accelerator, model: torch.nn.Module, epoch_batch
     """
     opt_cfg = cfg["optim"]
     params = [p for p in model.parameters() if p.requires_grad]
+    fused = opt_cfg.get("fused")
+    if fused is None:  # one kernel for every parameter's update; the default on CUDA
+        fused = accelerator.device.type == "cuda"
     optimizer = torch.optim.AdamW(params, lr=opt_cfg["lr"], weight_decay=opt_cfg.get("weight_decay", 0.01),
-                                  betas=tuple(opt_cfg.get("betas", (0.9, 0.999))))
+                                  betas=tuple(opt_cfg.get("betas", (0.9, 0.999))), fused=bool(fused))
     scheduler = get_cosine_schedule_with_warmup(optimizer, opt_cfg.get("warmup_steps", 0), opt_cfg["max_steps"])
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
@@ -135,16 +165,19 @@ def run(cfg: dict, accelerator: Accelerator, model: torch.nn.Module, epoch_batch
     accelerator.init_trackers(cfg.get("run_name", "run"), config={k: v for k, v in cfg.items()
                                                                   if isinstance(v, (int, float, str, bool))})
     accelerator.print(f"trainable parameters: {sum(p.numel() for p in params):,}; "
-                      f"mixed precision: {accelerator.mixed_precision}")
+                      f"mixed precision: {accelerator.mixed_precision}; fused AdamW: {bool(fused)}")
 
     model.train()
     max_steps = opt_cfg["max_steps"]
     bar = tqdm(total=max_steps, initial=state["step"], desc="training", disable=not accelerator.is_main_process)
-    started, seen = time.time(), 0
+    started, seen = time.time(), 0  # samples/s of the training steps since the last log line
     while state["step"] < max_steps:
         for batch in epoch_batches(state["epoch"], state["batch_in_epoch"]):
-            # Every process skips together when any got a batch with no readable audio (all logged).
-            if accelerator.reduce(torch.tensor(int(not batch), device=accelerator.device), "sum").item():
+            # Every process skips together when any got a batch with no readable audio (all logged). Alone, a
+            # process decides by itself: a reduction would wait for the GPU at every step.
+            empty = not batch if accelerator.num_processes == 1 else \
+                accelerator.reduce(torch.tensor(int(not batch), device=accelerator.device), "sum").item()
+            if empty:
                 state["batch_in_epoch"] += 1
                 continue
             with accelerator.accumulate(model):
@@ -168,6 +201,7 @@ def run(cfg: dict, accelerator: Accelerator, model: torch.nn.Module, epoch_batch
             if step % cfg["log"].get("every", 10) == 0 or step == max_steps:
                 mean_loss = accelerator.gather(loss.detach()).mean().item()
                 rate = seen / (time.time() - started)
+                started, seen = time.time(), 0
                 losses = {"train/loss": mean_loss}
                 for name, value in (getattr(output, "losses", None) or {}).items():
                     losses[f"train/{name}"] = accelerator.gather(value.detach()).mean().item()
@@ -175,7 +209,8 @@ def run(cfg: dict, accelerator: Accelerator, model: torch.nn.Module, epoch_batch
                 if extra_logs is not None:
                     logs.update(extra_logs(accelerator.unwrap_model(model)))
                 accelerator.log(logs, step=step)
-                accelerator.print(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+                accelerator.print(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
+                                  + f"  samples/s {rate:.1f}")
                 bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:.1f}")
             if validate is not None and (step % cfg["eval"]["every"] == 0 or step == max_steps):
                 model.eval()
@@ -185,8 +220,10 @@ def run(cfg: dict, accelerator: Accelerator, model: torch.nn.Module, epoch_batch
                 accelerator.print(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
                 for line in lines:
                     accelerator.print(f"  {line}")
+                started, seen = time.time(), 0  # the logged rate is the training steps'
             if step % cfg["checkpoint"]["every"] == 0 or step == max_steps:
                 save_checkpoint(accelerator, state)
+                started, seen = time.time(), 0
             if step >= max_steps:
                 break
         else:

@@ -1,6 +1,6 @@
 """Batch captioning throughput at pengi-base size: KV-cached batched `generate` vs the published decoder's method.
 
-    python perf/caption_throughput.py --clips 8 --batch-size 8 --device cpu
+    python -m perf.caption_throughput --clips 8 --batch-size 8 --device cpu
 
 The baseline decodes one clip at a time and re-runs GPT-2 over the whole sequence at every step (no KV cache),
 as the released Pengi code does. Both paths decode greedily from the same prefixes; the script checks that
@@ -19,11 +19,11 @@ import time
 import numpy as np
 import torch
 import transformers
-from naive_decoding import greedy_decode_without_cache
-from tokenizer_files import add_arguments, gpt2_tokenizer
 
 from pengi import Pengi, PengiProcessor
 from pengi.presets import pengi_base_no_text_enc
+from perf.tokenizer_files import add_arguments, gpt2_tokenizer
+from tests.naive_decoding import greedy_decode_without_cache
 
 
 def timed(fn, device: torch.device):

@@ -1,7 +1,7 @@
 """Batch captioning on the Ray engine against the local engine: the same folder, model and batches, in one run.
 
-    python perf/ray_throughput.py --clips 300                                   # CPU: what Ray costs
-    python perf/ray_throughput.py --clips 2000 --seconds 10 --shapes pengi-base --batch-size 32 \
+    python -m perf.ray_throughput --clips 300                                   # CPU: what Ray costs
+    python -m perf.ray_throughput --clips 2000 --seconds 10 --shapes pengi-base --batch-size 32 \
         --gpus-per-worker 1 --workers 1                                         # one GPU: is it kept busy?
 
 Writes ``--clips`` synthetic clips (WAV and FLAC at 16, 22.05, 44.1 and 48 kHz, so that most are resampled) to a
@@ -24,7 +24,6 @@ from typing import Any
 
 import soundfile as sf
 import torch
-from tokenizer_files import add_arguments, gpt2_tokenizer
 
 from pengi import Pengi, PengiProcessor
 from pengi.batch.engine import BatchWork, EngineOptions, run_batch
@@ -34,6 +33,7 @@ from pengi.batch.models import ModelSource
 from pengi.batch.results import ResultWriter
 from pengi.presets import pengi_base_no_text_enc
 from pengi.synthetic import example
+from perf.tokenizer_files import add_arguments, gpt2_tokenizer
 
 RATES = (16000, 22050, 44100, 48000)
 PROMPT = "generate audio caption"

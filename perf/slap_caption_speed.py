@@ -1,7 +1,7 @@
 """SLAP caption decoding speed: the GPT-2 decoder's KV-cached `generate` against the loop it replaced.
 
-    python perf/slap_caption_speed.py --device cpu
-    python perf/slap_caption_speed.py --device cuda --batch-size 32
+    python -m perf.slap_caption_speed --device cpu
+    python -m perf.slap_caption_speed --device cuda --batch-size 32
 
 Three ways to decode ``--batch-size`` clips greedily, for ``--lengths`` new tokens each (no early end, so every
 way decodes the same number of tokens):

@@ -1,7 +1,7 @@
 """Is a clip's SLAP embedding the same alone, padded and packed on this device and dtype? And what do padding
 and packing cost in time?
 
-    python perf/slap_exactness.py --device cuda --dtype float32 bfloat16
+    python -m perf.slap_exactness --device cuda --dtype float32 bfloat16
 
 Uses the default `SlapAudioConfig` (ViT-S width, 16x16 patches, 64 mel bins) with random weights on random
 log-mel clips of 1-30 s, and prints the largest difference of the pooled outputs from each clip's own pass, and

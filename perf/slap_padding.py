@@ -1,7 +1,7 @@
 """How much of a SLAP batch is real audio: random batching vs duration buckets vs sequence packing.
 
-    python perf/slap_padding.py                                   # a mixed-corpus duration distribution
-    python perf/slap_padding.py --manifest data/scenes-var/train.jsonl --tasks caption
+    python -m perf.slap_padding                                   # a mixed-corpus duration distribution
+    python -m perf.slap_padding --manifest data/scenes-var/train.jsonl --tasks caption
 
 A clip of ``s`` seconds is ``ceil((s * sr // hop + 1) / patch_frames) * bands`` tokens for the SLAP tower
 (`SlapAudioConfig` defaults: 16 kHz, 10 ms hop, 16x16 patches over 64 mel bins). For each strategy the script

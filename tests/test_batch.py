@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -10,7 +11,9 @@ import time
 
 import pytest
 
-from pengi.batch import Job, ResultWriter, prefetched
+from pengi.batch import Job, ResultWriter, find_jobs, prefetched
+from pengi.batch.generation import GenerationTask
+from pengi.batch.local import run_local
 from pengi.errors import PengiInputError
 
 
@@ -83,3 +86,23 @@ def test_prefetched_keeps_order_and_isolates_bad_items():
     assert [item for item, _ in flat] == list(range(50))
     for item, value in flat:
         assert isinstance(value, PengiInputError) if item % 7 == 3 else value == item * 10
+
+
+def test_decoding_processes_give_what_threads_give(audio_dir, default_model):
+    """`pengi caption --decode-processes`: the caption task's loads run in spawned processes (the processor and the
+    task go to each once), come back in input order, and a bad file is an error row, as with threads."""
+    (audio_dir / "broken.wav").write_bytes(b"RIFF....WAVEfmt " + bytes(40))
+    jobs = find_jobs([str(audio_dir)], "generate audio caption")
+    task = GenerationTask(decoding={"num_beams": 1})
+    load = functools.partial(task.load, default_model.processor)
+    runs = {}
+    for processes in (False, True):
+        out = str(audio_dir / f"captions-{processes}.jsonl")
+        with ResultWriter(out, task.result_fields) as writer:
+            report = run_local(jobs, writer, load, lambda batch: task.rows(default_model, batch), output=out,
+                               batch_size=2, decode_workers=2, decode_processes=processes, quiet=True)
+        assert (report.done, report.failed) == (4, 1)
+        runs[processes] = read(out)
+    assert runs[True] == runs[False]
+    assert [os.path.basename(r["audio"]) for r in runs[True]][:2] == ["broken.wav", "short.ogg"]
+    assert "error" in runs[True][0] and all("text" in r for r in runs[True][1:])

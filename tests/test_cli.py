@@ -103,8 +103,9 @@ def test_caption_csv_manifest_glob_and_windows(clips_dir, tmp_path):
         w.writerow([str(clips_dir / "clip0.flac"), "this is a sound of"])
         w.writerow([os.path.relpath(clips_dir / "clip2.wav", tmp_path), ""])
     out = tmp_path / "out.csv"
-    result = run("caption", manifest, str(clips_dir / "nested" / "*.wav"), "--out", out)
+    result = run("caption", manifest, str(clips_dir / "nested" / "*.wav"), "--out", out, "--dtype", "auto")
     assert result.returncode == 0, result.stderr
+    assert "dtype: float32 (auto, on cpu)" in result.stderr
     rows = list(csv.DictReader(open(out)))
     assert [os.path.basename(r["audio"]) for r in rows] == ["clip0.flac", "clip2.wav", "clip1.wav", "clip5.wav"]
     assert rows[0]["prompt"] == "this is a sound of" and rows[0]["text"] == example(0).source
@@ -222,3 +223,41 @@ def test_long_audio_logs_and_outputs(tmp_path):
     quiet = run("caption", long_clip, "--quiet", cwd=tmp_path)
     lines = quiet.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("WARNING") and "window" in lines[0], quiet.stderr
+
+
+def test_auto_dtype_and_decoding_workers_follow_the_device(monkeypatch):
+    import torch
+
+    from pengi.batch import models
+    from pengi.cli import common
+
+    assert common.pick_dtype is models.pick_dtype  # the commands, the engines and the server choose alike
+    assert models.pick_dtype("auto", torch.device("cpu")) == torch.float32  # bf16 is no faster on most CPUs
+    assert models.pick_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation)
+    assert models.pick_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)  # e.g. a V100
+    assert models.pick_dtype("auto", torch.device("cuda")) == torch.float32
+    assert models.default_decode_workers(torch.device("cpu")) == 2  # the model needs the cores
+    monkeypatch.setattr(models, "available_cores", lambda: 16)
+    assert models.default_decode_workers(torch.device("cuda")) == 8
+    monkeypatch.setattr(models, "available_cores", lambda: 2)
+    assert models.default_decode_workers(torch.device("cuda")) == 2
+
+
+def test_serve_resolves_auto_dtype_where_the_model_runs(monkeypatch):
+    """`pengi serve --dtype auto`: the model process (or thread) chooses for its device, as the batch commands do;
+    the server process itself never touches the GPU."""
+    import torch
+
+    from pengi.cli import build_parser
+    from pengi.cli.serve import settings_from
+    from pengi.serving import engine
+    from pengi.serving.worker import WorkerSpec
+
+    assert settings_from(build_parser().parse_args(["serve", "--dtype", "auto"])).dtype == "auto"
+    loaded = []
+    monkeypatch.setattr(engine, "load_engine", lambda path, device, dtype, name=None: loaded.append(dtype))
+    WorkerSpec(None, "cpu", "auto").load()
+    WorkerSpec(None, "cpu", "bfloat16").load()
+    assert loaded == [torch.float32, torch.bfloat16]

@@ -259,3 +259,19 @@ def test_manifest_command(tmp_path, monkeypatch, caplog):
     result = subprocess.run([sys.executable, "-m", "pengi", "manifest", "esc50", "root=fx/esc", "folds=1",
                              "--out", "sub.jsonl"], capture_output=True, text=True)  # the installed entry point
     assert result.returncode == 0 and "wrote 1 rows" in result.stderr, result.stderr
+
+
+class EpochOfItem(AudioTextDataset):
+    def __getitem__(self, index):
+        return self.epoch
+
+
+def test_persistent_loader_workers_see_the_epoch_the_main_process_sets():
+    # The epoch seeds the training crops; persistent workers hold their own copy of the dataset.
+    dataset = EpochOfItem([{}] * 4, processor=None)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2, persistent_workers=True)
+    seen = []
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        seen.append(sorted(set(loader)))
+    assert seen == [[0], [1], [2]]

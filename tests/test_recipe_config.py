@@ -97,3 +97,20 @@ def test_threads_leave_a_core_per_loader_worker():
     options = loader_options({"num_workers": 2}, None, seed=0)
     options.pop("collate_fn")
     assert list(torch.utils.data.DataLoader(Threads(), batch_size=None, **options)) == [1, 1]
+
+
+def test_speed_options_are_checked_and_reach_the_data_loader():
+    cfg = load_config("pengi/tiny", [], PengiRecipe)
+    assert cfg["train"]["frozen_dtype"] is None and cfg["train"]["compile"] == [] and cfg["optim"]["fused"] is None
+    for override, message in [("train.frozen_dtype=fp8", "train.frozen_dtype must be one of bfloat16, float16"),
+                              ("train.compile_mode=fast", "train.compile_mode must be one of default, reduce-")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config("pengi/tiny", [override], PengiRecipe)
+    data = {"num_workers": 0, "prefetch_factor": 4}
+    with pytest.raises(ConfigError, match="data.prefetch_factor applies to DataLoader workers"):
+        loader_options(data, None, seed=0)
+    options = loader_options({"num_workers": 2, "prefetch_factor": 4, "persistent_workers": True}, None, seed=0,
+                             device=torch.device("cpu"))
+    assert (options["prefetch_factor"], options["persistent_workers"], options["pin_memory"]) == (4, True, False)
+    assert loader_options({}, None, seed=0, device=torch.device("cuda"))["pin_memory"]  # pinned for a GPU
+    assert not loader_options({"pin_memory": False}, None, seed=0, device=torch.device("cuda"))["pin_memory"]

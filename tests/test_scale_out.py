@@ -197,6 +197,32 @@ def test_engine_options_are_checked_before_any_work(clips, tmp_path, caplog, mon
     assert 'pip install "pengi[ray]"' in caplog.text and not os.path.exists(out)
     with pytest.raises(PengiInputError, match="--engine"):
         EngineOptions(engine="spark")
+    # --decode-processes is the local engine's: Ray's decoding tasks are processes already.
+    assert main(["caption", str(clips), "--out", out, "--engine", "ray", "--decode-processes"]) == 2
+    assert "--decode-processes: is an option of the local engine" in caplog.text and not os.path.exists(out)
+
+
+def test_decoding_options_flow_through_the_engine_options(clips, tmp_path, monkeypatch):
+    """`engine_options(args)` carries --decode-workers and --decode-processes to the local engine; left out, the
+    workers are chosen for the device the model was opened on (2 on the CPU)."""
+    from pengi.batch import engine
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["decode_workers"], kwargs["decode_processes"]))
+        return real(*args, **kwargs)
+
+    real = engine.run_local
+    monkeypatch.setattr(engine, "run_local", spy)
+    out = str(tmp_path / "x.jsonl")
+    # Exit 1 both times: the corrupt file is an error row, from a decoding thread as from a decoding process.
+    assert main(["caption", str(clips), "--out", out, "--quiet", "--dtype", "auto"]) == 1
+    assert main(["caption", str(clips), "--out", str(tmp_path / "y.jsonl"), "--quiet", "--decode-workers", "3",
+                 "--decode-processes"]) == 1
+    assert seen == [(2, False), (3, True)]
+    assert open(out).read() == open(tmp_path / "y.jsonl").read()  # auto is float32 on the CPU
+    assert sum("cannot decode audio" in line for line in open(out)) == 1
 
 
 def test_ray_workers_are_planned_from_the_cluster_and_checked(caplog):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,12 +78,17 @@ def test_tiny_model_memorises_examples_and_generates_them(tmp_path, synthetic):
     assert model.generate(audio, [e["prompt"] for e in examples], num_beams=1) == [e["answer"] for e in examples]
 
 
-@pytest.mark.parametrize(("streaming", "workers"), [(False, 0), (False, 2), (True, 2)])
-def test_killed_run_resumes_to_the_same_weights(tmp_path, synthetic, streaming, workers):
+# Map-style data with workers also keeps them between epochs (their crops are seeded by the epoch the main process
+# sets) and prefetches more, with the fused AdamW.
+FAST_LOADER = ("data.persistent_workers=true", "data.prefetch_factor=4", "optim.fused=true")
+
+
+@pytest.mark.parametrize(("streaming", "workers", "options"), [(False, 0, ()), (False, 2, FAST_LOADER), (True, 2, ())])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, synthetic, streaming, workers, options):
     # 10 batches an epoch: the checkpoint at step 15 is in the middle of the second epoch.
     common = ("optim.max_steps=30", "data.batch_size=8", "checkpoint.every=15", "eval.every=1000",
               "checkpoint.keep_last=2", "eval.caption_metrics=false", f"data.streaming={str(streaming).lower()}",
-              "data.shuffle_buffer=32")
+              "data.shuffle_buffer=32", *options)
     straight = tmp_path / "straight"
     run_training(train_cmd(straight, synthetic, *common, workers=workers))
 
@@ -135,6 +142,21 @@ def test_lora_on_the_lm_trains_and_saves_a_merged_model(tmp_path, synthetic):
         assert torch.equal(saved[mlp], initial[mlp])  # frozen and not adapted
     encoder = "audio_encoder.projection.linear1.weight"
     assert torch.equal(saved[encoder], initial[encoder])  # not in train.trainable
+
+
+def test_frozen_lm_held_in_bf16_trains_and_saves_fp32(tmp_path, synthetic):
+    out = tmp_path / "held"
+    result = run_training(train_cmd(out, synthetic, "optim.max_steps=20", "data.batch_size=8", "log.every=5",
+                                    "checkpoint.every=1000", "eval.every=20", "eval.max_batches=1",
+                                    "eval.caption_metrics=false", "train.trainable=[audio_encoder, audio_mapper, "
+                                    "text_mapper]", "train.frozen_dtype=bfloat16", "optim.fused=true"))
+    assert "held in bfloat16 (frozen): lm" in result.stdout and "fused AdamW: True" in result.stdout
+    logged = [float(x) for x in re.findall(r"train/loss ([0-9.]+)  samples/s ([0-9.]+)", result.stdout)
+              for x in x]
+    assert len(logged) == 8 and all(math.isfinite(x) and x > 0 for x in logged)  # loss and rate, every 5 steps
+    assert "val/exact_match" in result.stdout  # generation from the fp32 mappers through the bf16 LM
+    saved = weights(out)
+    assert {t.dtype for t in saved.values() if t.is_floating_point()} == {torch.float32}
 
 
 def test_launcher_mixed_precision_reaches_the_recipe(tmp_path, synthetic):

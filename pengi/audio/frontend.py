@@ -26,6 +26,7 @@ class LogMelSpectrogram(nn.Module):
         self.register_buffer("window", window)
         self.register_buffer("mel_filters", fb)  # (n_freqs, n_mels), as torchaudio and librosa.T lay it out
 
+    @torch.compiler.disable  # an STFT is complex maths, which inductor does not generate code for
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=waveform.device.type, enabled=False):
             power = AF.spectrogram(waveform.float(), pad=0, window=self.window.float(), n_fft=self.n_fft,

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from pengi.batch.inputs import Job
 from pengi.batch.local import JobReport, Writer, run_local
-from pengi.batch.models import ModelSource
+from pengi.batch.models import ModelSource, default_decode_workers
 from pengi.errors import PengiInputError
 
 ENGINES = ("local", "ray")
@@ -47,13 +47,16 @@ class BatchWork:
 
 @dataclass
 class EngineOptions:
-    """How to run: the engine, the batch size, and for Ray the cluster and the model workers (None: chosen from
-    the cluster's resources)."""
+    """How to run: the engine, the batch size, the local engine's decoding (``decode_workers`` threads, None:
+    chosen for the model's device; ``decode_processes``: processes instead), and for Ray the cluster and the model
+    workers (None: chosen from the cluster's resources). Ray decodes in tasks of its own, one per CPU, each a
+    process: ``decode_workers`` does not apply there, and ``decode_processes`` is refused."""
 
     engine: str = "local"
     output: str = "-"
     batch_size: int = 8
-    decode_workers: int = 2
+    decode_workers: int | None = None
+    decode_processes: bool = False
     quiet: bool = False
     address: str | None = None
     workers: int | None = None
@@ -70,6 +73,10 @@ class EngineOptions:
             if given:
                 raise PengiInputError("--" + given[0].replace("_", "-"), "is an option of the Ray engine: "
                                                                          "add --engine ray")
+        elif self.decode_processes:
+            raise PengiInputError("--decode-processes", "is an option of the local engine: the Ray engine decodes "
+                                                        "in Ray tasks, each a process of its own already (one per "
+                                                        "CPU of the cluster); leave it out")
 
 
 def run_batch(work: BatchWork, jobs: Sequence[Job], open_writer: Callable[[], AbstractContextManager[Writer]],
@@ -87,7 +94,9 @@ def run_batch(work: BatchWork, jobs: Sequence[Job], open_writer: Callable[[], Ab
         for job, item in loaded:
             notice.record(job, notice.inspect(job, item))
 
+    workers = options.decode_workers or default_decode_workers(model.device)
     with open_writer() as writer:
         return run_local(jobs, writer, partial(work.load, model.processor), partial(work.process, model),
-                         output=options.output, batch_size=options.batch_size, decode_workers=options.decode_workers,
-                         desc=work.desc, quiet=options.quiet, on_batch=on_batch if notice else None)
+                         output=options.output, batch_size=options.batch_size, decode_workers=workers,
+                         decode_processes=options.decode_processes, desc=work.desc, quiet=options.quiet,
+                         on_batch=on_batch if notice else None)

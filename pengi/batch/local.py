@@ -59,17 +59,18 @@ def report_errors(loaded: list[tuple[Job, Any]]) -> int:
 
 def run_local(jobs: Sequence[Job], writer: Writer, load: Callable[[Job], Any],
               process: Callable[[list[tuple[Job, Any]]], list[dict[str, Any]]], *, output: str, batch_size: int,
-              decode_workers: int = 2, desc: str = "processing", quiet: bool = False,
-              on_batch: Callable[[list[tuple[Job, Any]]], None] | None = None) -> JobReport:
-    """Run ``process`` on batches of the jobs not yet done, loaded by ``load`` ahead in threads, and hand each
-    batch's rows to ``writer``. Unreadable inputs are reported and become the error rows ``process`` makes."""
+              decode_workers: int = 2, decode_processes: bool = False, desc: str = "processing",
+              quiet: bool = False, on_batch: Callable[[list[tuple[Job, Any]]], None] | None = None) -> JobReport:
+    """Run ``process`` on batches of the jobs not yet done, loaded by ``load`` ahead in ``decode_workers`` threads
+    (or processes), and hand each batch's rows to ``writer``. Unreadable inputs are reported and become the error
+    rows ``process`` makes."""
     todo, skipped = pending(jobs, writer, output)
     report = JobReport(total=len(jobs), skipped=skipped)
     # No bar when the rows themselves go to the same terminal.
     shared_terminal = output == "-" and sys.stdout.isatty() and sys.stderr.isatty()
     bar = tqdm(total=len(todo), unit="clip", desc=desc, disable=quiet or shared_terminal, file=sys.stderr)
     busy, started = 0.0, time.perf_counter()
-    for loaded in prefetched(todo, batch_size, load, workers=decode_workers):
+    for loaded in prefetched(todo, batch_size, load, workers=decode_workers, processes=decode_processes):
         report.failed += report_errors(loaded)
         if on_batch is not None:
             on_batch(loaded)

@@ -4,6 +4,7 @@ opens it once in this process, each Ray model worker opens it in its own (on its
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -12,8 +13,18 @@ import torch
 
 from pengi.errors import PengiInputError
 
+log = logging.getLogger("pengi")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_CHOICES = ("auto", *sorted(DTYPES))  # auto: chosen for the device (`pick_dtype`)
 FAMILIES = ("pengi", "contrastive")
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, which containers and job schedulers set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def pick_device(name: str) -> torch.device:
@@ -35,11 +46,30 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``--dtype``: a named dtype, or for ``auto`` bfloat16 on CUDA devices that support it natively and float32
+    elsewhere (bfloat16 is no faster on most CPUs; the measurements behind the choice are in docs/perf.md)."""
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16
+    return torch.float32
+
+
+def default_decode_workers(device: torch.device) -> int:
+    """Decoding workers when ``--decode-workers`` is left out: 2 when the model runs on the CPU (it needs the
+    cores), and with a GPU one per core less the one that drives it, at most 8."""
+    if device.type == "cpu":
+        return 2
+    return max(2, min(8, available_cores() - 1))
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """A model folder written by ``save_pretrained`` (an absolute path, so that other processes find it), or None
     for the model shipped with pengi; ``family`` is ``pengi`` (a `Pengi`) or ``contrastive`` (a `CLAP` or a
-    `SLAP`, as the folder's config says). Opened on ``device`` (``auto``: the process's GPU if it has one)."""
+    `SLAP`, as the folder's config says). Opened on ``device`` (``auto``: the process's GPU if it has one) in
+    ``dtype`` (``auto``: chosen for the device the process opens it on, `pick_dtype`)."""
 
     family: str
     folder: str | None
@@ -49,8 +79,8 @@ class ModelSource:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise ValueError(f"dtype must be one of {list(DTYPE_CHOICES)}, got {self.dtype!r}")
 
     @property
     def name(self) -> str:
@@ -91,5 +121,8 @@ class ModelSource:
         """The model with its processor, on the device, in eval mode."""
         self.check()
         device = pick_device(self.device)
+        dtype = pick_dtype(self.dtype, device)
         model = self.model_class().from_pretrained(self.folder)
-        return model.to(device=device, dtype=DTYPES[self.dtype]).eval()
+        if self.dtype == "auto":
+            log.info("dtype: %s (auto, on %s)", str(dtype).removeprefix("torch."), device.type)
+        return model.to(device=device, dtype=dtype).eval()

@@ -14,12 +14,13 @@ import torch
 
 from pengi.batch.engine import ENGINES, EngineOptions
 from pengi.batch.inputs import Job, find_jobs
-from pengi.batch.models import DTYPES, ModelSource, pick_device
+from pengi.batch.models import DTYPE_CHOICES, DTYPES, ModelSource, available_cores, pick_device, pick_dtype
 from pengi.batch.shards import parse_shard, select_shard, shard_output
 from pengi.errors import PengiInputError
 
 log = logging.getLogger("pengi")
-__all__ = ["DTYPES", "pick_device"]  # re-exported: the recipes pick devices as the commands do
+# Re-exported: the recipes pick devices as the commands do; `pengi serve` counts cores as they do.
+__all__ = ["DTYPES", "available_cores", "pick_device", "pick_dtype"]
 
 
 # ----------------------------------------------------------------------------- argument types
@@ -68,7 +69,10 @@ def runtime_options(threads_default: str = "the cores this process may use",
     that chooses otherwise than `set_threads` says how); ``threads_aliases`` are other names it keeps answering to."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
-    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
+                   help="the model's dtype (default: float32, where batched and one-by-one answers agree); auto: "
+                        "bfloat16 on a CUDA GPU that has it (faster, and a trained model's answers rarely "
+                        "change: docs/perf.md), float32 elsewhere (bfloat16 is no faster on most CPUs)")
     p.add_argument("--threads", *threads_aliases, dest="threads", type=positive_int, default=None,
                    help=f"CPU threads for the model (default: {threads_default})")
     p.add_argument("--quiet", action="store_true", help="no progress bar or info logs; warnings and errors only")
@@ -122,8 +126,14 @@ def batch_options(outputs: str = "results") -> argparse.ArgumentParser:
     p.add_argument("--out", default="-", help=f"{outputs} file, .jsonl or .csv, or a DIR.parquet folder; rerun to "
                                               "resume; - (the default) writes JSON lines to standard output")
     p.add_argument("--batch-size", type=positive_int, default=8, help="clips per batch (default: 8)")
-    p.add_argument("--decode-workers", type=positive_int, default=2,
-                   help="threads decoding and resampling audio ahead of the model (default: 2; local engine)")
+    p.add_argument("--decode-workers", type=positive_int, default=None,
+                   help="threads (or processes) decoding and resampling audio ahead of the model (default: 2 "
+                        "when the model runs on the CPU, which needs the cores; up to 8 with a GPU; local "
+                        "engine: Ray decodes in one task per CPU of the cluster)")
+    p.add_argument("--decode-processes", action="store_true",
+                   help="decode in worker processes instead of threads: for a GPU that many threads cannot "
+                        "feed (they share Python's lock with the thread that drives the GPU); local engine "
+                        "only: refused with --engine ray, whose decoding tasks are processes already")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="only part I of N (counted from 0) of the inputs, chosen by a hash of each input, written "
                         "to NAME-I-of-N.EXT; `pengi merge` joins the parts (for SLURM job arrays and the like)")
@@ -146,20 +156,13 @@ def batch_options(outputs: str = "results") -> argparse.ArgumentParser:
 def engine_options(args: argparse.Namespace) -> EngineOptions:
     """The engine options given, checked (Ray's options need --engine ray)."""
     return EngineOptions(engine=args.engine, output=args.out, batch_size=args.batch_size,
-                         decode_workers=args.decode_workers, quiet=args.quiet, address=args.address,
+                         decode_workers=args.decode_workers, decode_processes=args.decode_processes,
+                         quiet=args.quiet, address=args.address,
                          workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                          cpus_per_worker=args.cpus_per_worker, threads=args.threads)
 
 
 # ----------------------------------------------------------------------------- devices, threads, models
-def available_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask, which containers and job schedulers set)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def set_threads(args: argparse.Namespace) -> None:
     """torch's intra-op threads: ``--threads``, else the cores this process may use (torch would count every core
     of the machine, and oversubscribe a container's or a job scheduler's share of it)."""

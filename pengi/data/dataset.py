@@ -43,10 +43,16 @@ class AudioTextDataset(torch.utils.data.Dataset):
 
     def __init__(self, rows: datasets.Dataset, processor: ClipLoader, train: bool = True, seed: int = 0):
         self.rows, self.processor, self.train, self.seed = rows, processor, train, seed
-        self.epoch = 0
+        # In shared memory: persistent DataLoader workers hold their own copy of the dataset, and must still see
+        # the epoch the main process sets (it seeds the training crops).
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -14,6 +14,7 @@ from pengi.modules.cnn14 import Cnn14
 from pengi.modules.configuration_cnn14 import Cnn14Config
 from pengi.modules.configuration_encoders import TEXT_POOLING, AudioEncoderConfig
 from pengi.modules.configuration_slap_tower import SlapAudioConfig
+from pengi.modules.htsat_attention import set_htsat_attention
 from pengi.modules.projection import make_projection
 from pengi.modules.slap_tower import SlapAudioModel
 
@@ -22,13 +23,21 @@ def audio_backbone(config: PreTrainedConfig) -> nn.Module:
     """The audio tower named by the type of ``config``: HTSAT (`ClapAudioConfig`), CNN14 (`Cnn14Config`) or
     SLAP's variable-duration transformer (`SlapAudioConfig`)."""
     if isinstance(config, ClapAudioConfig):
-        return ClapAudioModel(config)
+        model = ClapAudioModel(config)
+        set_htsat_attention(model, "sdpa")  # the same attention in one fused call (pengi.modules.htsat_attention)
+        return model
     if isinstance(config, Cnn14Config):
         return Cnn14(config)
     if isinstance(config, SlapAudioConfig):
         return SlapAudioModel(config)
     raise ValueError(f"unsupported audio encoder config {type(config).__name__}: use ClapAudioConfig (HTSAT), "
                      "Cnn14Config or SlapAudioConfig")
+
+
+def parameter_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of ``module``'s weights: a projection's inputs are cast to it, since a frozen backbone may be
+    held in bf16 while the projection trains in fp32 (`Pengi.hold_frozen_in`)."""
+    return next(module.parameters()).dtype
 
 
 class AudioEncoder(nn.Module):
@@ -77,7 +86,7 @@ class AudioEncoder(nn.Module):
         return F.adaptive_avg_pool1d(over_time, self.segments).flatten(1)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.projection(self.features(waveforms, lengths))
+        return self.projection(self.features(waveforms, lengths).to(parameter_dtype(self.projection)))
 
     @property
     def has_frames(self) -> bool:
@@ -91,7 +100,7 @@ class AudioEncoder(nn.Module):
             raise ValueError("frame features need the HTSAT audio encoder with audio_time_segments 1")
         mel = self.frontend(waveforms).to(self.base.dtype)
         frames = self.base(input_features=mel).last_hidden_state.mean(dim=2).transpose(1, 2)
-        return self.projection(frames)
+        return self.projection(frames.to(parameter_dtype(self.projection)))
 
 
 
@@ -165,6 +174,7 @@ class TextEncoder(nn.Module):
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        pooled = pooled.to(parameter_dtype(self.projection))
         if self.clip_text_projection is not None:
             pooled = self.clip_text_projection(pooled)
         return self.projection(pooled)
@@ -183,6 +193,7 @@ class TextEncoder(nn.Module):
         """Every token's hidden state mapped by the projection: ``(batch, tokens, d_proj)``, token-level
         features in the joint space (padding positions included; mask them with ``attention_mask``)."""
         hidden = self.base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = hidden.to(parameter_dtype(self.projection))
         if self.clip_text_projection is not None:
             hidden = self.clip_text_projection(hidden)
         return self.projection(hidden)

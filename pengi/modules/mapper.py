@@ -86,6 +86,7 @@ class TransformerMapper(nn.Module):
         self.transformer = MapperTransformer(dim, num_heads, num_layers, mlp_ratio, dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x.to(self.prefix_const.dtype)  # e.g. token embeddings of an LM held in bf16 (`Pengi.hold_frozen_in`)
         if self.linear is not None:
             x = self.linear(x).view(x.shape[0], self.prefix_length, -1)
             mask = None

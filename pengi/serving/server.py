@@ -75,8 +75,9 @@ class Server:
                                max_queue=s.max_queue, metrics=self.metrics, map_error=to_api_error,
                                arriving=lambda: self.arriving)
         self.batcher.start()
-        log.info("serving %s model %r: batches of up to %d clips, waiting at most %g ms", self.engine.kind,
-                 self.engine.name, s.max_batch_size, s.max_wait_ms)
+        log.info("serving %s model %r in %s%s: batches of up to %d clips, waiting at most %g ms", self.engine.kind,
+                 self.engine.name, description["dtype"], " (--dtype auto)" if s.dtype == "auto" else "",
+                 s.max_batch_size, s.max_wait_ms)
 
     async def _run_batch(self, key: Any, payloads: list[Any]) -> list[Any]:
         return await self.worker.call("run_batch", key, payloads)

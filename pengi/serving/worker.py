@@ -58,13 +58,15 @@ class WorkerSpec:
         """The engine, loaded in the thread or process that will run it (torch's thread count is per process)."""
         import torch
 
-        from pengi.cli.common import DTYPES
+        from pengi.cli.common import pick_dtype
 
         from .engine import load_engine
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        return load_engine(self.path, torch.device(self.device), DTYPES[self.dtype], self.name)
+        device = torch.device(self.device)
+        # auto is resolved here, where the model runs: the server process never touches the GPU.
+        return load_engine(self.path, device, pick_dtype(self.dtype, device), self.name)
 
 
 class Streams:

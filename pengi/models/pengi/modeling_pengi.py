@@ -77,6 +77,26 @@ class Pengi(WithProcessor, PreTrainedModel):
             if module is not None and getattr(self.config, f"freeze_{name}"):
                 module.requires_grad_(False)
 
+    def hold_frozen_in(self, dtype: torch.dtype) -> list[str]:
+        """Cast the parts that do not train (the LM, the prompt and audio encoders' backbones, each only when
+        none of its parameters requires grad) to ``dtype``; returns their names.
+
+        For training with a frozen LM in bf16: autocast would cast every frozen fp32 weight to bf16 again at
+        every step, forward and backward; held in bf16 they are read as they are. The trainable parts stay in
+        their dtype (fp32, under autocast), and gradients still flow through the bf16 LM to the prefix."""
+        parts = {"lm": self.lm, "audio_encoder.base": self.audio_encoder.base}
+        if self.prompt_encoder is not None:
+            parts["prompt_encoder.base"] = self.prompt_encoder.base
+        cast = []
+        for name, module in parts.items():
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                module.to(dtype)
+                cast.append(name)
+        if "prompt_encoder.base" in cast:  # cached rows were computed in the old dtype
+            self.prompt_encoder.enable_cache(self.prompt_encoder.cache_size)
+        return cast
+
     def load_clap_encoders(self, clap: nn.Module) -> list[str]:
         """Start from a trained `CLAP`'s encoders, as Pengi starts from CLAP's: its audio encoder (front end,
         tower, projection) always, its text encoder too when this model has a prompt encoder. The shapes must
@@ -164,7 +184,7 @@ class Pengi(WithProcessor, PreTrainedModel):
         prefix = self.prefix(waveforms, prompt_input_ids, prompt_attention_mask, training_path=True,
                              waveform_lengths=waveform_lengths)
         tokens = self.lm.get_input_embeddings()(input_ids)
-        embeds = torch.cat([prefix, tokens.to(prefix.dtype)], dim=1)
+        embeds = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # in the LM's dtype
         n, p = input_ids.shape[0], prefix.shape[1]
         full_mask = torch.cat([attention_mask.new_ones(n, p), attention_mask], dim=1)
         full_labels = torch.cat([labels.new_full((n, p), -100), labels.to(self.device)], dim=1)
@@ -184,6 +204,7 @@ class Pengi(WithProcessor, PreTrainedModel):
         if not generate_kwargs.get("do_sample"):
             settings["num_beams"] = self.config.num_beams
         settings.update(generate_kwargs)
+        prefix = prefix.to(self.lm.get_input_embeddings().weight.dtype)  # an LM held in bf16 (`hold_frozen_in`)
         mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
         out = self.lm.generate(inputs_embeds=prefix, attention_mask=mask, return_dict_in_generate=True,
                                output_scores=return_scores, **settings)
