@@ -14,7 +14,6 @@ tokens decoded so that runs can be compared.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -22,18 +21,9 @@ import transformers
 
 from pengi import Pengi, PengiProcessor
 from pengi.presets import pengi_base_no_text_enc
+from perf.timing import timed
 from perf.tokenizer_files import add_arguments, gpt2_tokenizer
 from tests.naive_decoding import greedy_decode_without_cache
-
-
-def timed(fn, device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start
 
 
 def main() -> None:

@@ -21,8 +21,6 @@ Times are the median of ``--repeats`` after a warm-up; the ratios are against th
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +30,7 @@ from torch import nn
 from pengi.models.slap.decoder import caption_context, caption_decoder, generate_captions
 from pengi.modules.slap_layers import apply_rope, rope_angles
 from pengi.presets import slap_base
+from perf.timing import median_time
 
 BOS, EOS, PAD = 101, 102, 0  # BERT's [CLS], [SEP], [PAD]
 
@@ -112,19 +111,6 @@ def rerun_loop(lm, states: torch.Tensor, mask: torch.Tensor, steps: int) -> torc
         logits[:, EOS] = float("-inf")
         ids = torch.cat([ids, logits.argmax(dim=-1, keepdim=True)], dim=1)
     return ids[:, 1:]
-
-
-def median_time(fn, device: torch.device, repeats: int):
-    out, times = fn(), []  # the first call warms up
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return out, statistics.median(times)
 
 
 def main() -> None:

@@ -11,23 +11,17 @@ the time of one forward pass over the batch in each layout.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from pengi.modules.slap_tower import SlapAudioConfig, SlapAudioModel
+from perf.timing import timed
 
 
-def timed(fn, device: str, repeats: int = 5) -> float:
+def mean_time(fn, device: str, repeats: int = 5) -> float:
+    """Seconds per call over ``repeats`` calls run back to back, after one that warms up."""
     fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
+    return timed(lambda: [fn() for _ in range(repeats)], device)[1] / repeats
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,8 +43,8 @@ def main(argv: list[str] | None = None) -> None:
             padded = model(mels).pooled.float()
             packed = model(mels, pack=True).pooled.float()
             scale = alone.abs().max().item()
-            t_pad = timed(lambda m=model: m(mels), args.device)
-            t_pack = timed(lambda m=model: m(mels, pack=True), args.device)
+            t_pad = mean_time(lambda m=model: m(mels), args.device)
+            t_pack = mean_time(lambda m=model: m(mels, pack=True), args.device)
         print(f"{name:>9}: max |padded - alone| {(padded - alone).abs().max().item():.2e}, "
               f"max |packed - alone| {(packed - alone).abs().max().item():.2e} (outputs up to {scale:.2f}); "
               f"forward {t_pad * 1e3:.1f} ms padded, {t_pack * 1e3:.1f} ms packed")
